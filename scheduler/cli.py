@@ -1,0 +1,176 @@
+"""The ``luigi-ha`` command: one entry point, one subcommand per job.
+
+``scheduler``   run a scheduler node (the luigid replacement)
+``db upgrade``  create or upgrade the database schema (Alembic)
+``status``      show a node's role, epoch, lease and database reachability
+``switchover``  planned handover: the leader releases the lease, a standby takes over
+``demo``        the embedded-default demo: a local cluster on SQLite, a daily pipeline, a failover
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import requests
+
+from scheduler.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _add_config_flags(p: argparse.ArgumentParser, *, server: bool = False) -> None:
+    p.add_argument("--config", help="INI file (luigid.cfg style); also $LUIGI_HA_CONFIG")
+    p.add_argument("--db", dest="db_url", help="database URL, overrides [database] connection")
+    if server:
+        p.add_argument("--host", help="listen address (default 0.0.0.0)")
+        p.add_argument("--port", type=int, help="listen port (default 8082)")
+        p.add_argument("--node-id", help="this node's id in the lease (default: the host name)")
+
+
+def _cmd_scheduler(args: argparse.Namespace) -> int:
+    from scheduler.server import StartupError, serve
+
+    config = load_config(args.config, db_url=args.db_url, host=args.host, port=args.port, node_id=args.node_id)
+    try:
+        asyncio.run(serve(config))
+    except StartupError as exc:
+        print(f"luigi-ha scheduler: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from scheduler.server import StartupError, open_store
+    from scheduler.store import current_revision, head_revision
+
+    config = load_config(args.config, db_url=args.db_url)
+    try:
+        store = open_store(config, upgrade=args.action == "upgrade")
+    except StartupError as exc:
+        print(f"luigi-ha db: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(json.dumps({"revision": current_revision(store.engine), "head": head_revision()}))
+    return 0
+
+
+def _get(url: str, path: str, timeout: float = 3.0) -> requests.Response:
+    return requests.get(url.rstrip("/") + path, timeout=timeout)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for url in args.url:
+        try:
+            rows.append({"url": url, **_get(url, "/status").json()})
+        except (requests.RequestException, ValueError) as exc:
+            rows.append({"url": url, "error": str(exc)})
+            failed = True
+    if args.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
+    else:
+        for row in rows:
+            if "error" in row:
+                print(f"{row['url']}: unreachable ({row['error']})")
+                continue
+            lease = row.get("lease") or {}
+            print(
+                f"{row['url']}: node={row['node_id']} role={row['role']} epoch={row.get('epoch')} "
+                f"lease_holder={lease.get('holder')} lease_epoch={lease.get('epoch')} "
+                f"expires_in={lease.get('expires_in')}s db={'ok' if row['database_reachable'] else 'UNREACHABLE'}"
+            )
+    return EXIT_UNAVAILABLE if failed else 0
+
+
+def _cmd_switchover(args: argparse.Namespace) -> int:
+    """Ask the leader to release; then watch until some node leads again, and say how long."""
+    urls = args.url
+    started = time.monotonic()
+    released_by = None
+    for url in urls:
+        try:
+            r = requests.post(url.rstrip("/") + "/switchover", timeout=5)
+        except requests.RequestException:
+            continue
+        if r.status_code == 200:
+            released_by = r.json()["node_id"]
+            break
+    if released_by is None:
+        print("luigi-ha switchover: no node accepted the switchover (is any node the leader?)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    deadline = started + args.timeout
+    while time.monotonic() < deadline:
+        for url in urls:
+            try:
+                r = _get(url, "/leader", timeout=1)
+            except requests.RequestException:
+                continue
+            if r.status_code == 200:
+                new = r.json()["node_id"]
+                elapsed = time.monotonic() - started
+                print(json.dumps({"released_by": released_by, "new_leader": new, "seconds": round(elapsed, 3)}))
+                return 0
+        time.sleep(0.02)
+    print(f"luigi-ha switchover: {released_by} released, but no leader answered within {args.timeout}s",
+          file=sys.stderr)
+    return EXIT_UNAVAILABLE
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from scheduler.demo import run_demo
+
+    return run_demo(workdir=args.workdir, date=args.date, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="luigi-ha", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("scheduler", help="run a scheduler node")
+    _add_config_flags(p, server=True)
+    p.set_defaults(func=_cmd_scheduler)
+
+    p = sub.add_parser("db", help="database schema management")
+    p.add_argument("action", choices=["upgrade", "current"])
+    _add_config_flags(p)
+    p.set_defaults(func=_cmd_db)
+
+    p = sub.add_parser("status", help="show node status")
+    p.add_argument("--url", action="append", default=None, help="node or VIP URL (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("switchover", help="planned handover to a standby")
+    p.add_argument("--url", action="append", default=None, help="node URLs (repeatable) or the VIP")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=_cmd_switchover)
+
+    p = sub.add_parser("demo", help="local cluster on SQLite + the example daily pipeline + a failover")
+    p.add_argument("--workdir", default=".demo")
+    p.add_argument("--date", default=None, help="run date (default: yesterday, UTC)")
+    p.add_argument("--keep", action="store_true", help="leave the demo's files in place")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "url", "absent") is None:
+        args.url = ["http://localhost:8082"]
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"luigi-ha: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

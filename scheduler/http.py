@@ -1,0 +1,198 @@
+"""The HTTP face of a node: Luigi's wire protocol plus the routes an HA cluster needs.
+
+This layer only translates. It parses Luigi's ``data=<json>`` argument, checks the arguments
+against the RPC's signature, hands the call to the node and wraps the answer as
+``{"response": ...}``. Every error is a JSON body naming the problem, never an HTML traceback:
+
+* unknown method -> 404; malformed JSON or arguments that do not fit the method -> 400;
+  body over the limit -> 413;
+* this node is not the leader (or just lost the lease) -> 503 with ``Retry-After`` and the
+  leader's id: Luigi's client retries any status >= 400, and a 503 means "not applied".
+
+Routes: ``/api/<method>``, ``/leader``, ``/healthz``, ``/status``, ``/switchover`` (POST),
+``/metrics``, ``/`` (redirect to the visualiser), ``/static/...`` (Luigi's own visualiser files,
+served from the installed ``luigi`` package).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import luigi
+from aiohttp import web
+
+from scheduler.core import RPC_METHODS, Scheduler
+from scheduler.node import Node, NotLeader, RequestFailed
+
+NODE_KEY = web.AppKey("node", Node)
+LUIGI_STATIC = Path(luigi.__file__).resolve().parent / "static"
+RETRY_AFTER_SECONDS = "1"
+
+# Signatures are read once from the core; binding against them is how we reject a request whose
+# arguments do not fit with a 400 before it reaches the single writer.
+_SIGNATURES = {name: inspect.signature(getattr(Scheduler, name)) for name in RPC_METHODS}
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    body = {"error": message, "status": status, **extra}
+    return web.json_response(body, status=status)
+
+
+def _json_dumps(value: Any) -> str:
+    # allow_nan: Luigi's own client speaks Python's JSON dialect, Infinity included.
+    return json.dumps(value, allow_nan=True, default=str)
+
+
+async def _read_arguments(request: web.Request) -> dict[str, Any]:
+    """Luigi sends one field, ``data``, in the query (GET) or form body (POST); body wins.
+
+    A missing or empty ``data`` means no arguments: the visualiser sends ``data=`` for pause and
+    unpause, which luigid rejects with a 500.
+    """
+    raw = request.query.get("data")
+    if request.method == "POST" and request.can_read_body:
+        form = await request.post()
+        if "data" in form:
+            value = form["data"]
+            raw = value if isinstance(value, str) else None
+    if raw is None or raw.strip() == "":
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(
+            text=_json_dumps({"error": f"'data' is not valid JSON: {exc.msg} at position {exc.pos}", "status": 400}),
+            content_type="application/json",
+        ) from None
+    if not isinstance(parsed, dict):
+        raise web.HTTPBadRequest(
+            text=_json_dumps({"error": f"'data' must be a JSON object, got {type(parsed).__name__}", "status": 400}),
+            content_type="application/json",
+        )
+    return parsed
+
+
+def _bind(method: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Check the arguments against the RPC's signature; raise a 400 that names what is wrong."""
+    signature = _SIGNATURES[method]
+    try:
+        signature.bind(None, **arguments)
+    except TypeError as exc:
+        raise web.HTTPBadRequest(
+            text=_json_dumps({"error": f"{method}: {exc}", "status": 400}), content_type="application/json"
+        ) from None
+    return arguments
+
+
+async def api(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    method = request.match_info["method"]
+    if method not in RPC_METHODS:
+        return json_error(404, f"unknown method {method!r}")
+    started = time.perf_counter()
+    code = 200
+    try:
+        arguments = _bind(method, await _read_arguments(request))
+        result = await node.call(method, arguments)
+        return web.Response(text=_json_dumps({"response": result}), content_type="application/json")
+    except web.HTTPException as exc:
+        code = exc.status
+        raise
+    except NotLeader as exc:
+        code = 503
+        response = json_error(503, str(exc), leader=exc.leader, node_id=node.node_id)
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
+    except RequestFailed as exc:
+        code = 500
+        return json_error(500, str(exc))
+    except ValueError as exc:  # the core's InvalidArgument: the request named bad values
+        code = 400
+        return json_error(400, str(exc))
+    finally:
+        node.metrics.rpc_seconds.labels(method=method).observe(time.perf_counter() - started)
+        if code != 200:
+            node.metrics.rpc_errors.labels(method=method, code=str(code)).inc()
+
+
+async def leader(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    body = {"node_id": node.node_id, "leader": node.is_leader, "leader_id": node.leader_hint()}
+    if request.method == "HEAD":
+        return web.Response(status=200 if node.is_leader else 503)
+    return web.json_response(body, status=200 if node.is_leader else 503)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    ok = node.db_reachable
+    body = {"ok": ok, "node_id": node.node_id, "role": node.status()["role"], "database_reachable": ok}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[NODE_KEY].status(), dumps=_json_dumps)
+
+
+async def switchover(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    if not await node.switchover():
+        return json_error(409, "this node is not the leader; send the switchover to the leader",
+                          leader=node.leader_hint())
+    return web.json_response({"released": True, "node_id": node.node_id})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[NODE_KEY].metrics.exposition()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def root(request: web.Request) -> web.Response:
+    if request.method == "HEAD":
+        return web.Response(status=204)
+    # Relative on purpose (as luigid does) so the UI works behind a reverse-proxy prefix.
+    raise web.HTTPFound("static/visualiser/index.html")
+
+
+async def history(request: web.Request) -> web.Response:
+    return json_error(404, "task history pages are not served by luigi-ha; see /api/fetch_error and /status")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Turn aiohttp's own errors (404, 405, 413...) and anything unexpected into JSON bodies."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return json_error(413, f"request body too large: limit is {exc.max_size} bytes, got {exc.actual_size}")
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return json_error(exc.status, exc.reason)
+    except Exception:
+        request.app[NODE_KEY].log.exception("http_handler_failed", path=request.path)
+        return json_error(500, "internal error; see the node's log")
+
+
+def build_app(node: Node, *, max_body_bytes: int) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
+    app[NODE_KEY] = node
+    app.router.add_route("GET", "/api/{method}", api)
+    app.router.add_route("POST", "/api/{method}", api)
+    for verb in ("GET", "HEAD", "OPTIONS"):
+        app.router.add_route(verb, "/leader", leader)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status", status)
+    app.router.add_post("/switchover", switchover)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("GET", "/", root)
+    app.router.add_route("HEAD", "/", root)
+    app.router.add_get("/history{tail:.*}", history)
+    app.router.add_static("/static", LUIGI_STATIC, show_index=False)
+    return app

@@ -1,0 +1,122 @@
+"""Prometheus metrics of one scheduler node.
+
+Three families of names, each for a reason:
+
+* the names luigid's own Prometheus collector exports (``luigi_task_started_total`` ...,
+  labelled by task ``family``), so dashboards built for luigid keep working;
+* the names widely used Luigi alert rules expect (``luigi_tasks_success_total``,
+  ``luigi_tasks_failed_total``, ``luigi_task_running``) and ``luigi_pending_tasks`` for worker
+  autoscaling;
+* ``luigi_ha_*``: what only a replicated scheduler has (leadership, lease, group commit, RPCs).
+
+Each node owns a private registry so several nodes can live in one test process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _StateCollector:
+    """Gauges read from the node at scrape time, so they can never drift from the state."""
+
+    def __init__(self, read_counts: Callable[[], dict[str, int] | None]) -> None:
+        self._read_counts = read_counts
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        counts = self._read_counts() or {}
+        running = GaugeMetricFamily("luigi_task_running", "Tasks currently RUNNING (leader only)")
+        running.add_metric([], counts.get("RUNNING", 0) + counts.get("BATCH_RUNNING", 0))
+        yield running
+        pending = GaugeMetricFamily("luigi_pending_tasks", "Tasks PENDING, for worker autoscaling")
+        pending.add_metric([], counts.get("PENDING", 0))
+        yield pending
+        by_status = GaugeMetricFamily("luigi_ha_tasks", "Tasks in the leader's state by status", labels=["status"])
+        for status, n in sorted(counts.items()):
+            by_status.add_metric([status], n)
+        yield by_status
+
+
+class NodeMetrics:
+    """The node's registry plus the metrics-collector hooks the scheduling core calls.
+
+    The core calls ``handle_task_started/failed/disabled/done`` exactly where luigid's collector
+    hooks fire; this class turns them into counters. The hooks never raise: a metrics problem
+    must not fail an RPC (luigid's collector does, on tasks that never ran).
+    """
+
+    def __init__(self, read_counts: Callable[[], dict[str, int] | None] = lambda: None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.task_started = Counter("luigi_task_started", "Tasks handed to a worker", ["family"], registry=r)
+        self.task_done = Counter("luigi_task_done", "Tasks that became DONE", ["family"], registry=r)
+        self.task_failed = Counter("luigi_task_failed", "Tasks that became FAILED", ["family"], registry=r)
+        self.task_disabled = Counter("luigi_task_disabled", "Tasks that became DISABLED", ["family"], registry=r)
+        self.execution_time = Gauge(
+            "luigi_task_execution_time_seconds", "Run time of the last finished run", ["family"], registry=r
+        )
+        self.tasks_success = Counter("luigi_tasks_success", "Tasks that succeeded (alias)", ["family"], registry=r)
+        self.tasks_failed = Counter("luigi_tasks_failed", "Tasks that failed (alias)", ["family"], registry=r)
+        self.rpc_seconds = Histogram(
+            "luigi_ha_rpc_duration_seconds", "RPC latency by method, as seen by the HTTP layer", ["method"],
+            buckets=_FAST_BUCKETS, registry=r,
+        )
+        self.rpc_errors = Counter("luigi_ha_rpc_errors", "RPCs answered with an error", ["method", "code"], registry=r)
+        self.commit_seconds = Histogram(
+            "luigi_ha_commit_duration_seconds", "Time of one fenced group commit", buckets=_FAST_BUCKETS, registry=r
+        )
+        self.commit_batch = Histogram(
+            "luigi_ha_commit_batch_requests", "Requests answered by one group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
+        )
+        self.is_leader = Gauge("luigi_ha_is_leader", "1 while this node holds the leader lease", registry=r)
+        self.lease_epoch = Gauge("luigi_ha_lease_epoch", "Epoch (fencing token) of the lease this node holds",
+                                 registry=r)
+        self.takeovers = Counter("luigi_ha_takeovers", "Times this node became leader", registry=r)
+        self.stepdowns = Counter("luigi_ha_stepdowns", "Times this node stopped leading", ["reason"], registry=r)
+        self.renew_seconds = Histogram(
+            "luigi_ha_lease_renew_duration_seconds", "Latency of lease renewals", buckets=_FAST_BUCKETS, registry=r
+        )
+        self.since_renew = Gauge(
+            "luigi_ha_seconds_since_renew", "Seconds since the last successful lease renewal (leader)", registry=r
+        )
+        self.load_seconds = Gauge("luigi_ha_takeover_load_seconds", "Time to load the state at the last takeover",
+                                  registry=r)
+        r.register(_StateCollector(read_counts))
+
+    # -- hooks called by the scheduling core -------------------------------------------------
+
+    def handle_task_started(self, task: Any) -> None:
+        self.task_started.labels(family=task.family).inc()
+
+    def handle_task_failed(self, task: Any) -> None:
+        self.task_failed.labels(family=task.family).inc()
+        self.tasks_failed.labels(family=task.family).inc()
+        self._record_time(task)
+
+    def handle_task_disabled(self, task: Any, config: Any = None) -> None:
+        self.task_disabled.labels(family=task.family).inc()
+        self._record_time(task)
+
+    def handle_task_done(self, task: Any) -> None:
+        self.task_done.labels(family=task.family).inc()
+        self.tasks_success.labels(family=task.family).inc()
+        self._record_time(task)
+
+    def _record_time(self, task: Any) -> None:
+        started = getattr(task, "time_running", None)
+        updated = getattr(task, "updated", None)
+        if started is not None and updated is not None:
+            self.execution_time.labels(family=task.family).set(max(0.0, updated - started))
+
+    # -- exposition --------------------------------------------------------------------------
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,390 @@
+"""One scheduler node: its role (standby or leader), the single writer, and group commit.
+
+The node is where the three pure-ish parts meet: the lease (who may write), the core (what the
+state is) and the store (where it is durable). It owns these rules:
+
+* **Only the leader has state.** A standby holds no task state at all. On winning the lease it
+  loads the whole state from the database, gives every known worker a fresh
+  ``worker_disconnect_delay`` grace period, and only then serves.
+* **One writer, group commit.** RPCs are queued; the writer applies every queued request to the
+  core, persists the batch's changes in ONE transaction that first checks the lease epoch (the
+  fence), and only then answers all of them. Nothing is acknowledged before it is committed.
+* **When in doubt, step down.** A failed commit, a fenced-out write, a failed renewal or a renew
+  deadline that passed: the node stops answering the task API at once, drops its in-memory state
+  (memory may be ahead of the database) and becomes a standby again; clients retry elsewhere.
+
+The HA loop follows the shape of Patroni's ``run_cycle``: each turn reads the lease, decides, acts
+and logs one decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from lease import FencedOut, LeaderLease
+from scheduler.metrics import NodeMetrics
+from scheduler.sdnotify import notify
+
+MAX_BATCH = 512
+STANDBY_POLL = 0.2  # seconds between takeover attempts: a released lease is taken in well under 1 s
+SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take the lease first
+
+
+class Role(enum.Enum):
+    STANDBY = "standby"
+    LEADER = "leader"
+    STOPPED = "stopped"
+
+
+class NotLeader(Exception):
+    """This node does not hold the write role; the HTTP layer answers 503 naming the leader."""
+
+    def __init__(self, message: str, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class RequestFailed(Exception):
+    """An RPC raised inside the core for a reason other than bad input (answered as 500 JSON)."""
+
+
+@dataclass
+class _Request:
+    method: str
+    kwargs: dict[str, Any]
+    future: asyncio.Future[Any] | None
+
+
+@dataclass
+class _Term:
+    """One leadership term: the state and the queue that live exactly as long as it does."""
+
+    epoch: int
+    core: Any
+    queue: asyncio.Queue[_Request] = field(default_factory=asyncio.Queue)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Node:
+    """A scheduler node. ``await node.run()`` until ``node.stop()``; ``await node.call(...)`` RPCs."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        store: Any,
+        lease: LeaderLease,
+        core_factory: Callable[[], Any],
+        metrics: NodeMetrics,
+        renew_interval: float,
+        prune_interval: float = 60.0,
+        public_url: str | None = None,
+        log: Any = None,
+    ) -> None:
+        self.node_id = node_id
+        self.public_url = public_url
+        self._store = store
+        self._lease = lease
+        self._core_factory = core_factory
+        self.metrics = metrics
+        self._renew_interval = renew_interval
+        self._prune_interval = prune_interval
+        self.log = log or structlog.get_logger("luigi_ha").bind(node_id=node_id)
+        self.role = Role.STANDBY
+        self._term: _Term | None = None
+        self._stopping = asyncio.Event()
+        self._hold_off_until = 0.0
+        self._last_db_ok = 0.0
+        self._last_renew_ok: float | None = None
+        self._leader_record: Any = None
+        self._ready_sent = False
+        self.takeover_load_seconds: float | None = None
+
+    # -- public surface used by the HTTP layer ----------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """True only while we lead AND our own monotonic renew deadline has not passed.
+
+        Checked on every request, so a leader whose renewals stall stops serving at its deadline
+        even if the HA loop itself is stuck.
+        """
+        return self.role is Role.LEADER and self._term is not None and self._lease.is_held()
+
+    @property
+    def db_reachable(self) -> bool:
+        return time.monotonic() - self._last_db_ok < max(3 * self._renew_interval, 2.0)
+
+    def leader_hint(self) -> str | None:
+        record = self._leader_record
+        if record is None or record.holder is None or record.remaining <= 0:
+            return None
+        return record.holder
+
+    def status_counts(self) -> dict[str, int] | None:
+        term = self._term
+        return term.core.status_counts() if term is not None and self.is_leader else None
+
+    def status(self) -> dict[str, Any]:
+        record = self._leader_record
+        return {
+            "node_id": self.node_id,
+            "url": self.public_url,
+            "role": Role.LEADER.value if self.is_leader else self.role.value,
+            "epoch": self._term.epoch if self._term is not None else None,
+            "lease": None
+            if record is None
+            else {
+                "holder": record.holder,
+                "epoch": record.epoch,
+                "expires_in": round(record.remaining, 3),
+                "expires_at": record.expires_at,
+            },
+            "database_reachable": self.db_reachable,
+            "seconds_since_renew": None
+            if self._last_renew_ok is None or not self.is_leader
+            else round(time.monotonic() - self._last_renew_ok, 3),
+            "takeover_load_seconds": self.takeover_load_seconds,
+            "tasks": self.status_counts(),
+        }
+
+    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        """Run one RPC through the single writer; returns after its changes are committed."""
+        term = self._term
+        if term is None or not self.is_leader:
+            raise NotLeader("this node is not the leader", self.leader_hint())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        term.queue.put_nowait(_Request(method, kwargs, future))
+        return await future
+
+    async def switchover(self) -> bool:
+        """Planned handover: release the lease so a standby takes over at once."""
+        if not self.is_leader:
+            return False
+        self._hold_off_until = time.monotonic() + SWITCHOVER_HOLD_OFF
+        await self._step_down("switchover", release=True)
+        return True
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- the HA loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Campaign for the lease, lead while we hold it, step down when we must."""
+        self.log.info("node_starting", renew_interval=self._renew_interval)
+        try:
+            while not self._stopping.is_set():
+                decision = await self._cycle()
+                if decision:
+                    self.log.info("ha_decision", decision=decision)
+                if not self._ready_sent:
+                    self._ready_sent = notify("READY=1", f"STATUS={self.role.value}")
+                self._watchdog()
+                interval = self._renew_interval if self.role is Role.LEADER else STANDBY_POLL
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+        finally:
+            if self.role is Role.LEADER:
+                await self._step_down("shutdown", release=True)
+            self.role = Role.STOPPED
+            notify("STOPPING=1")
+
+    async def _cycle(self) -> str | None:
+        if self.role is Role.LEADER:
+            return await self._renew()
+        if time.monotonic() < self._hold_off_until:
+            return None
+        try:
+            epoch = await asyncio.to_thread(self._lease.try_acquire)
+            self._last_db_ok = time.monotonic()
+        except Exception as exc:  # the database is unreachable: stay standby, keep trying
+            self.log.warning("lease_acquire_failed", error=str(exc))
+            return None
+        if epoch is None:
+            await self._refresh_leader_record()
+            return None
+        return await self._take_over(epoch)
+
+    async def _refresh_leader_record(self) -> None:
+        try:
+            self._leader_record = await asyncio.to_thread(self._lease.read)
+            self._last_db_ok = time.monotonic()
+        except Exception as exc:
+            self.log.warning("lease_read_failed", error=str(exc))
+
+    async def _renew(self) -> str | None:
+        started = time.monotonic()
+        try:
+            ok = await asyncio.to_thread(self._lease.renew)
+        except Exception as exc:
+            ok = False
+            self.log.warning("lease_renew_failed", error=str(exc))
+        self.metrics.renew_seconds.observe(time.monotonic() - started)
+        if ok:
+            self._last_db_ok = self._last_renew_ok = time.monotonic()
+            self.metrics.since_renew.set(0)
+            await self._refresh_leader_record()
+            if self._lease.is_held():
+                return None
+        if not self._lease.is_held():
+            await self._step_down("renew_deadline_passed")
+            return "stepped down: could not renew the lease before the renew deadline"
+        if not ok:
+            return None  # a failed renewal with deadline left: try again next cycle
+        return None
+
+    async def _take_over(self, epoch: int) -> str:
+        started = time.monotonic()
+        try:
+            snapshot = await asyncio.to_thread(self._store.load_all)
+            core = self._core_factory()
+            core.restore(snapshot)
+            core.grant_grace()
+        except Exception as exc:
+            self.log.error("takeover_load_failed", epoch=epoch, error=str(exc))
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._lease.release)
+            return f"lease won at epoch {epoch} but loading the state failed; released it"
+        self.takeover_load_seconds = round(time.monotonic() - started, 4)
+        if not self._lease.is_held():
+            return f"lease won at epoch {epoch} but the state load outlasted the renew deadline"
+        self._last_db_ok = self._last_renew_ok = time.monotonic()
+        term = _Term(epoch=epoch, core=core)
+        self._term = term
+        self.role = Role.LEADER
+        term.tasks.append(asyncio.create_task(self._writer(term), name=f"writer-{epoch}"))
+        term.tasks.append(asyncio.create_task(self._pruner(term), name=f"pruner-{epoch}"))
+        self.metrics.is_leader.set(1)
+        self.metrics.lease_epoch.set(epoch)
+        self.metrics.takeovers.inc()
+        self.metrics.load_seconds.set(self.takeover_load_seconds)
+        await self._refresh_leader_record()
+        notify(f"STATUS=leader (epoch {epoch})")
+        counts = core.status_counts()
+        self.log.info("became_leader", epoch=epoch, load_seconds=self.takeover_load_seconds, tasks=sum(counts.values()))
+        return f"took over as leader at epoch {epoch} with {sum(counts.values())} tasks"
+
+    async def _step_down(self, reason: str, *, release: bool = False) -> None:
+        term = self._term
+        if term is None:
+            return
+        self._term = None
+        self.role = Role.STANDBY
+        if release:
+            # Graceful: let an in-flight commit finish and answer its clients before handing over.
+            async with term.commit_lock:
+                pass
+        self.metrics.is_leader.set(0)
+        self.metrics.lease_epoch.set(0)
+        self.metrics.stepdowns.labels(reason=reason).inc()
+        current = asyncio.current_task()
+        for task in term.tasks:
+            if task is not current:
+                task.cancel()
+        self._fail_queued(term, reason)
+        if release:
+            try:
+                await asyncio.to_thread(self._lease.release)
+            except Exception as exc:
+                self.log.warning("lease_release_failed", error=str(exc))
+        notify(f"STATUS=standby ({reason})")
+        self.log.warning("stepped_down", reason=reason, epoch=term.epoch)
+
+    @staticmethod
+    def _fail_queued(term: _Term, reason: str) -> None:
+        while not term.queue.empty():
+            request = term.queue.get_nowait()
+            if request.future is not None and not request.future.done():
+                request.future.set_exception(NotLeader(f"leadership lost ({reason}); retry"))
+
+    def _watchdog(self) -> None:
+        """Feed systemd's watchdog only while we are healthy: a leader that cannot renew is not."""
+        if self.role is not Role.LEADER or self._lease.is_held():
+            notify("WATCHDOG=1")
+
+    # -- the single writer -------------------------------------------------------------------
+
+    async def _pruner(self, term: _Term) -> None:
+        while True:
+            await asyncio.sleep(self._prune_interval)
+            term.queue.put_nowait(_Request("prune", {}, None))
+
+    async def _writer(self, term: _Term) -> None:
+        """Apply queued requests to the core in batches and commit each batch once."""
+        while self._term is term:
+            batch = [await term.queue.get()]
+            while len(batch) < MAX_BATCH and not term.queue.empty():
+                batch.append(term.queue.get_nowait())
+            try:
+                async with term.commit_lock:
+                    failure = await self._commit_batch(term, batch)
+            except asyncio.CancelledError:
+                # Stepped down mid-commit: the outcome is unknown to us, so tell the clients to
+                # retry; every RPC is safe to repeat against the next leader.
+                self._abort(batch, "leadership lost during commit")
+                raise
+            if failure is not None:
+                await self._step_down(failure)
+                return
+
+    async def _commit_batch(self, term: _Term, batch: list[_Request]) -> str | None:
+        """Apply, persist (fenced) and answer one batch; return a step-down reason on failure."""
+        outcomes = [self._apply_one(term.core, request) for request in batch]
+        changes = term.core.take_changes()
+        if not changes.empty:
+            if not self._lease.is_held():
+                self._abort(batch, "renew deadline passed before commit")
+                return "renew_deadline_passed"
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self._store.apply, changes, epoch=term.epoch, fence=self._lease.fence)
+            except FencedOut as exc:
+                self._abort(batch, "fenced out by a newer leader")
+                self.log.error("write_fenced_out", epoch=term.epoch, error=str(exc))
+                return "fenced_out"
+            except Exception as exc:
+                self._abort(batch, "commit failed")
+                self.log.error("commit_failed", epoch=term.epoch, error=str(exc))
+                return "commit_failed"
+            self.metrics.commit_seconds.observe(time.monotonic() - started)
+            self._log_events(changes.events)
+        self.metrics.commit_batch.observe(len(batch))
+        for request, (ok, value) in zip(batch, outcomes, strict=True):
+            if request.future is None or request.future.done():
+                continue
+            if ok:
+                request.future.set_result(value)
+            else:
+                request.future.set_exception(value)
+        return None
+
+    def _apply_one(self, core: Any, request: _Request) -> tuple[bool, Any]:
+        try:
+            return True, getattr(core, request.method)(**request.kwargs)
+        except ValueError as exc:  # InvalidArgument is a ValueError: bad input, nothing changed
+            return False, exc
+        except Exception as exc:
+            self.log.exception("rpc_raised", method=request.method)
+            return False, RequestFailed(f"{request.method} failed: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _abort(batch: list[_Request], why: str) -> None:
+        for request in batch:
+            if request.future is not None and not request.future.done():
+                request.future.set_exception(NotLeader(f"not committed: {why}; retry"))
+
+    def _log_events(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.log.info(
+                "task_status", task_id=event.get("task_id"), status=event.get("status"), worker=event.get("worker")
+            )

@@ -1,0 +1,106 @@
+"""Assemble and run one scheduler node process: config -> database -> lease -> node -> HTTP.
+
+Start-up refuses to run on a database it cannot reach or whose schema is not current (unless
+``auto_upgrade``), with a message that says what to do; that is better than a node that starts,
+looks healthy and then answers 503 forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from lease import LeaderLease, redact_url
+from lease import create_engine as create_db_engine
+from scheduler.config import NodeConfig
+from scheduler.core import Scheduler, SchedulerSettings
+from scheduler.http import build_app
+from scheduler.logs import configure_logging
+from scheduler.metrics import NodeMetrics
+from scheduler.node import Node
+from scheduler.store import Store
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message is meant for the operator as it is."""
+
+
+def open_store(config: NodeConfig, *, upgrade: bool | None = None) -> Store:
+    """Connect, check reachability, and bring the schema to head when allowed."""
+    engine = create_db_engine(config.db_url)
+    store = Store(engine)
+    if not store.ping():
+        raise StartupError(
+            f"cannot reach the database at {redact_url(config.db_url)}: check [database] connection "
+            "(or LUIGI_HA_DB_URL / --db), that the server is up and that this host may connect"
+        )
+    if upgrade if upgrade is not None else config.auto_upgrade:
+        store.upgrade()
+    elif not store.is_current():
+        raise StartupError(
+            f"the database schema at {redact_url(config.db_url)} is not current: run `luigi-ha db upgrade` "
+            "or set [database] auto_upgrade = true"
+        )
+    return store
+
+
+def scheduler_settings(config: NodeConfig) -> SchedulerSettings:
+    """Luigi's ``[scheduler]`` keys from our own config file, validated at start."""
+    try:
+        return SchedulerSettings.from_mapping(config.scheduler)
+    except ValueError as exc:
+        raise StartupError(f"[scheduler] {exc}") from exc
+
+
+def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
+    settings = scheduler_settings(config)
+    lease = LeaderLease(store.engine, config.lease_name, config.node_id, config.timings)
+    node: Node | None = None
+    metrics = NodeMetrics(lambda: node.status_counts() if node is not None else None)
+
+    def core_factory() -> Scheduler:
+        return Scheduler(metrics=metrics, **{**asdict(settings), "resources": dict(config.resources)})
+
+    node = Node(
+        node_id=config.node_id,
+        store=store,
+        lease=lease,
+        core_factory=core_factory,
+        metrics=metrics,
+        renew_interval=config.timings.renew_interval,
+        prune_interval=config.prune_interval,
+        public_url=config.public_url,
+        log=log,
+    )
+    return node
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run a node until SIGTERM/SIGINT; on the way out release the lease for a fast handover."""
+    log = configure_logging(config.log_level, config.log_format, node_id=config.node_id)
+    log.info("starting", **config.describe())
+    store = await asyncio.to_thread(open_store, config)
+    node = build_node(config, store, log)
+    app = build_app(node, max_body_bytes=config.max_body_bytes)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from exc
+    log.info("listening", host=config.host, port=config.port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.stop)
+    try:
+        await node.run()
+    finally:
+        await runner.cleanup()
+        store.engine.dispose()
+        log.info("stopped")

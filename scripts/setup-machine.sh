@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what luigi-ha's tests need on a fresh Debian 12 machine (run as root), then the Python
+# environment in .venv. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in haproxy keepalived postgresql mariadb-server systemd iproute2 openssl; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages (${need[*]}); run this as root or install them" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+exec "$(dirname "$0")/setup-venv.sh" test
