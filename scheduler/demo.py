@@ -84,8 +84,8 @@ def run_demo(workdir: str = ".demo", date: str | None = None, keep: bool = False
         _say(f"workers talk to {proxy_url} (the laptop stand-in for HAProxy on a VIP)")
         _say(f"running: luigi --module daily_pipeline DailyAggregations --date {run_date} --workers 4")
         pipeline = subprocess.Popen(
-            [sys.executable, "-m", "luigi", "--module", "daily_pipeline", "DailyAggregations", "--date", run_date, "--workers", "4",
-             "--scheduler-url", proxy_url],
+            [sys.executable, "-m", "luigi", "--module", "daily_pipeline", "DailyAggregations",
+             "--date", run_date, "--workers", "4", "--scheduler-url", proxy_url],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
         )
         deadline = time.monotonic() + 60
@@ -105,7 +105,7 @@ def run_demo(workdir: str = ".demo", date: str | None = None, keep: bool = False
         code = pipeline.returncode
         runs = Counter((data / "runs.log").read_text().split()) if (data / "runs.log").exists() else Counter()
         twice = [t for t, n in runs.items() if n > 1]
-        summary = [line for line in output.splitlines() if line.startswith(("*", "Scheduled", "This progress"))]
+        summary = [line for line in output.splitlines() if line.lstrip().startswith(("*", "-", "Scheduled", "This progress"))]
         print("\n===== Luigi's own summary =====")
         print("\n".join(summary[-12:]) or output[-2000:])
         print("===== luigi-ha demo summary =====")

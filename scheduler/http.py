@@ -29,6 +29,7 @@ from scheduler.core import RPC_METHODS, Scheduler
 from scheduler.node import Node, NotLeader, RequestFailed
 
 NODE_KEY = web.AppKey("node", Node)
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 LUIGI_STATIC = Path(luigi.__file__).resolve().parent / "static"
 RETRY_AFTER_SECONDS = "1"
 
@@ -169,8 +170,9 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Turn aiohttp's own errors (404, 405, 413...) and anything unexpected into JSON bodies."""
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return json_error(413, f"request body too large: limit is {exc.max_size} bytes, got {exc.actual_size}")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY_KEY]
+        return json_error(413, f"request body too large: the limit is {limit} bytes ([server] max_body_bytes)")
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
@@ -183,6 +185,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 def build_app(node: Node, *, max_body_bytes: int) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
     app[NODE_KEY] = node
+    app[MAX_BODY_KEY] = max_body_bytes
     app.router.add_route("GET", "/api/{method}", api)
     app.router.add_route("POST", "/api/{method}", api)
     for verb in ("GET", "HEAD", "OPTIONS"):

@@ -34,7 +34,7 @@ class LeaderProxy:
                     if r.status == 200:
                         self.leader = backend
                         return backend
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 continue
         self.leader = None
         return None
@@ -61,7 +61,7 @@ class LeaderProxy:
                         if r.status != 503 or time.monotonic() > deadline:
                             out = {k: v for k, v in r.headers.items() if k.lower() not in HOP_HEADERS}
                             return web.Response(status=r.status, body=payload, headers=out)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 self.leader = None
             if time.monotonic() > deadline:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -51,7 +50,7 @@ def open_store(config: NodeConfig, *, upgrade: bool | None = None) -> Store:
 def scheduler_settings(config: NodeConfig) -> SchedulerSettings:
     """Luigi's ``[scheduler]`` keys from our own config file, validated at start."""
     try:
-        return SchedulerSettings.from_mapping(config.scheduler)
+        return SchedulerSettings.from_mapping(config.scheduler, resources=config.resources)
     except ValueError as exc:
         raise StartupError(f"[scheduler] {exc}") from exc
 
@@ -63,7 +62,7 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
     metrics = NodeMetrics(lambda: node.status_counts() if node is not None else None)
 
     def core_factory() -> Scheduler:
-        return Scheduler(metrics=metrics, **{**asdict(settings), "resources": dict(config.resources)})
+        return Scheduler(metrics=metrics, settings=settings)
 
     node = Node(
         node_id=config.node_id,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scheduler.localcluster import LocalCluster  # noqa: E402
 from tests.support.dbservers import MariaDBServer, PostgresServer, mariadb_available, postgres_bindir  # noqa: E402
 
 _counter = itertools.count()
@@ -66,3 +67,34 @@ def sqlite_url(tmp_path: Path) -> str:
 def db_url(request: pytest.FixtureRequest) -> str:
     """The same test against every supported database: SQLite, real PostgreSQL, real MariaDB."""
     return request.getfixturevalue(f"{request.param}_url" if request.param != "postgres" else "pg_url")
+
+
+SCHEDULER_TEST_CONFIG = """
+[scheduler]
+retry_delay = 1
+remove_delay = 600
+worker_disconnect_delay = 60
+
+[server]
+prune_interval = 1
+
+[resources]
+db = 1
+"""
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    """Start a LocalCluster of real scheduler processes; always stopped at teardown."""
+    made: list[LocalCluster] = []
+
+    def factory(db_url: str, size: int = 1, lease_ttl: float = 3.0, extra: str = SCHEDULER_TEST_CONFIG,
+                name: str = "cluster") -> LocalCluster:
+        cluster = LocalCluster(tmp_path / name, db_url, size=size, lease_ttl=lease_ttl, extra_config=extra)
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield factory
+    for cluster in made:
+        cluster.stop()

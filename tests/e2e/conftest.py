@@ -5,29 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from scheduler.localcluster import LocalCluster
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
-SCHEDULER_TEST_CONFIG = """
-[scheduler]
-retry_delay = 1
-remove_delay = 600
-worker_disconnect_delay = 60
-
-[server]
-prune_interval = 1
-
-[resources]
-db = 1
-"""
 
 
 @dataclass
@@ -84,23 +70,6 @@ class LuigiRunner:
             family, task_id, start, end, pid = line.split(" ")
             rows.append((family, task_id, float(start), float(end), int(pid)))
         return rows
-
-
-@pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
-    """Start a LocalCluster of real scheduler processes; always stopped at teardown."""
-    made: list[LocalCluster] = []
-
-    def factory(db_url: str, size: int = 1, lease_ttl: float = 3.0, extra: str = SCHEDULER_TEST_CONFIG,
-                name: str = "cluster") -> LocalCluster:
-        cluster = LocalCluster(tmp_path / name, db_url, size=size, lease_ttl=lease_ttl, extra_config=extra)
-        made.append(cluster)
-        cluster.start()
-        return cluster
-
-    yield factory
-    for cluster in made:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -99,10 +99,11 @@ class PostgresServer:
             "-c", "full_page_writes=" + ("on" if self.durable else "off"),
         ]
         argv = [f"{self.bindir}/postgres", *opts]
-        if self.user:
-            argv = ["runuser", "-u", self.user, "--", *argv]
+        # Drop to the postgres user in the child itself (no runuser in between), so the PID we
+        # hold is the postmaster's and our signals reach it directly.
+        as_user = {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
         log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, **as_user)
         log.close()
         self._wait_ready()
 
