@@ -187,9 +187,8 @@ def load_config(
     ttl = _as_number("[ha] lease_ttl", ha["lease_ttl"]) if "lease_ttl" in ha else 5.0
     renew_interval = _as_number("[ha] renew_interval", ha["renew_interval"]) if "renew_interval" in ha else None
     renew_deadline = _as_number("[ha] renew_deadline", ha["renew_deadline"]) if "renew_deadline" in ha else None
-    timings = LeaseTimings(ttl=ttl, renew_interval=renew_interval, renew_deadline=renew_deadline)
     try:
-        timings.validate()
+        timings = LeaseTimings(ttl=ttl, renew_interval=renew_interval, renew_deadline=renew_deadline).validate()
     except ValueError as exc:
         raise ConfigError(f"[ha] {exc}") from exc
 

@@ -105,7 +105,8 @@ def run_demo(workdir: str = ".demo", date: str | None = None, keep: bool = False
         code = pipeline.returncode
         runs = Counter((data / "runs.log").read_text().split()) if (data / "runs.log").exists() else Counter()
         twice = [t for t, n in runs.items() if n > 1]
-        summary = [line for line in output.splitlines() if line.lstrip().startswith(("*", "-", "Scheduled", "This progress"))]
+        summary_prefixes = ("*", "-", "Scheduled", "This progress")
+        summary = [line for line in output.splitlines() if line.lstrip().startswith(summary_prefixes)]
         print("\n===== Luigi's own summary =====")
         print("\n".join(summary[-12:]) or output[-2000:])
         print("===== luigi-ha demo summary =====")

@@ -126,9 +126,16 @@ class LocalCluster:
         return [n.url for n in self.nodes]
 
     def start(self, wait: float = 30.0) -> NodeProcess:
+        """Start every node; return the leader once there is one and every node answers HTTP."""
         for node in self.nodes:
             node.start()
-        return self.wait_for_leader(timeout=wait)
+        leader = self.wait_for_leader(timeout=wait)
+        deadline = time.monotonic() + wait
+        while not all(n.responds() for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError("not every scheduler node answered HTTP in time")
+            time.sleep(0.02)
+        return leader
 
     def leaders(self) -> list[NodeProcess]:
         return [n for n in self.nodes if n.alive() and n.is_leader()]
