@@ -161,8 +161,19 @@ async def root(request: web.Request) -> web.Response:
     raise web.HTTPFound("static/visualiser/index.html")
 
 
+async def task_history(request: web.Request) -> web.Response:
+    """A task's status changes as JSON (luigid's path; luigid renders an HTML page there)."""
+    task_id = request.match_info["task_id"]
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        return json_error(400, "limit must be an integer")
+    events = await request.app[NODE_KEY].task_events(task_id, max(1, min(limit, 10_000)))
+    return web.json_response({"task_id": task_id, "events": events})
+
+
 async def history(request: web.Request) -> web.Response:
-    return json_error(404, "task history pages are not served by luigi-ha; see /api/fetch_error and /status")
+    return json_error(404, "luigid's HTML history pages are not served; use /history/by_task_id/<task_id> (JSON)")
 
 
 @web.middleware
@@ -196,6 +207,7 @@ def build_app(node: Node, *, max_body_bytes: int) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_route("GET", "/", root)
     app.router.add_route("HEAD", "/", root)
+    app.router.add_get("/history/by_task_id/{task_id}", task_history)
     app.router.add_get("/history{tail:.*}", history)
     app.router.add_static("/static", LUIGI_STATIC, show_index=False)
     return app

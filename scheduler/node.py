@@ -166,6 +166,10 @@ class Node:
         term.queue.put_nowait(_Request(method, kwargs, future))
         return await future
 
+    async def task_events(self, task_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A task's durable status history, newest first (any node can read it)."""
+        return await asyncio.to_thread(self._store.task_events, task_id, limit)
+
     async def switchover(self) -> bool:
         """Planned handover: release the lease so a standby takes over at once."""
         if not self.is_leader:

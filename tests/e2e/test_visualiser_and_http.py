@@ -124,3 +124,14 @@ def test_an_unreachable_database_at_start_is_a_clear_message_and_a_nonzero_exit(
     assert result.returncode != 0
     assert "cannot reach the database" in result.stderr
     assert "s3cret" not in result.stderr + result.stdout, "a password must never be printed"
+
+
+def test_a_tasks_durable_history_is_served_as_json_newest_first(node_with_pipeline):
+    url = node_with_pipeline
+    done = ui_get(url, "task_list", {"status": "DONE", "upstream_status": ""}).json()["response"]
+    top_id = next(k for k, v in done.items() if v["name"] == "Top")
+    events = requests.get(f"{url}/history/by_task_id/{top_id}", timeout=5).json()["events"]
+    statuses = [e["status"] for e in events]
+    assert statuses[0] == "DONE"
+    assert "RUNNING" in statuses and statuses[-1] == "PENDING"
+    assert requests.get(f"{url}/history", timeout=5).status_code == 404
