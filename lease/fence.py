@@ -1,0 +1,90 @@
+"""Fencing: refuse a write inside the caller's transaction unless it still holds the lease.
+
+Usage, in the writer's own transaction, before its writes::
+
+    with engine.begin() as conn:
+        lease.fence(conn)            # or check_fence(conn, table, name, holder, epoch)
+        conn.execute(...writes...)   # commit happens when the block ends
+
+Why this is safe (ha-anchors lesson 5, Kleppmann's fencing token checked *by the storage*):
+
+* The check reads the lease row with a **shared row lock** and compares holder, epoch and
+  ``expires_at > database now`` (:mod:`lease.clock`). The lock is held until the caller's
+  transaction ends.
+* Every change of holder (acquire) and every renew/release is an UPDATE of that row, which needs
+  the row **exclusively**. A takeover therefore waits until every in-flight fenced transaction of
+  the old holder has committed or rolled back; once it has committed, any later fence check of
+  the old holder sees the new epoch and raises :class:`FencedOut`. No write made under epoch N can
+  commit after epoch N+1 was granted.
+* ``FOR KEY SHARE`` (PostgreSQL) would be too weak: it does not conflict with UPDATEs of non-key
+  columns. A plain SELECT without a lock (pg_lease's ``VerifyLeaseHeld``) is the race this closes.
+
+Keep fenced transactions short (well under ``renew_deadline``): the holder's own renew also
+needs the row exclusively, so it waits for them too.
+
+SQL per dialect (``SELECT holder, epoch, expires_at, <db now> FROM lh_leases WHERE name = :n``
+followed by):
+
+PostgreSQL: ``FOR SHARE``
+    Under READ COMMITTED a ``FOR SHARE`` that meets a concurrently updated row waits for the
+    updater and then re-reads the newest version, so it never checks a stale epoch. Database now is
+    ``clock_timestamp()`` (execution time), not the transaction start. A frozen writer holding the
+    share lock is disconnected by ``idle_in_transaction_session_timeout`` (:mod:`lease.engine`).
+MySQL / MariaDB: ``LOCK IN SHARE MODE`` (what SQLAlchemy renders; same as MySQL 8's ``FOR SHARE``)
+    A locking read in InnoDB reads the latest committed version, whatever the isolation level.
+    MariaDB's ``idle_transaction_timeout`` plays the role of PostgreSQL's idle timeout.
+SQLite: no lock clause (SQLite has no row locks)
+    :func:`lease.create_engine` starts every transaction with ``BEGIN IMMEDIATE``, which takes
+    the database's single write lock *before* the check, so no other process can change the lease
+    row between the check and this transaction's commit. Single host only (no shared clock, no
+    safe file locking over NFS).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sqlalchemy as sa
+
+from lease.clock import db_now
+from lease.errors import FencedOut
+from lease.schema import define_lease_table
+
+__all__ = ["check_fence"]
+
+
+@lru_cache(maxsize=32)
+def _table_named(name: str) -> sa.Table:
+    return define_lease_table(sa.MetaData(), name)
+
+
+def check_fence(conn: sa.Connection, table: sa.Table | str, lease_name: str, holder: str, epoch: int) -> None:
+    """Lock the lease row in shared mode and verify ``holder``/``epoch`` still own an unexpired lease.
+
+    Must run inside the caller's transaction (it begins one if none is open), before the writes it
+    protects; the shared lock lasts until that transaction ends.
+
+    :param table: the lease :class:`~sqlalchemy.Table` or its name (``"lh_leases"``).
+    :raises FencedOut: the row is missing, names another holder or epoch, or has expired by the
+        database's clock. The caller must roll back (leaving ``engine.begin()`` by the exception
+        does).
+    """
+    t = _table_named(table) if isinstance(table, str) else table
+    stmt = (
+        sa.select(t.c.holder, t.c.epoch, t.c.expires_at, db_now().label("db_now"))
+        .where(t.c.name == lease_name)
+        .with_for_update(read=True)
+    )
+    row = conn.execute(stmt).one_or_none()
+    if row is None:
+        raise FencedOut(lease_name, expected_holder=holder, expected_epoch=epoch)
+    remaining = float(row.expires_at) - float(row.db_now)
+    if row.holder != holder or int(row.epoch) != epoch or remaining <= 0:
+        raise FencedOut(
+            lease_name,
+            expected_holder=holder,
+            expected_epoch=epoch,
+            found_holder=row.holder,
+            found_epoch=int(row.epoch),
+            remaining=remaining,
+        )

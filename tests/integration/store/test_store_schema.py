@@ -1,0 +1,87 @@
+"""The schema exists only through the packaged migrations, the same on every database."""
+
+from __future__ import annotations
+
+import threading
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from scheduler.store import Store, current_revision, head_revision, metadata, upgrade
+from scheduler.store.migrate import VERSION_TABLE
+from tests.integration.store.helpers import changes, task_row
+
+TABLES = {"lh_tasks", "lh_workers", "lh_meta", "lh_task_events", "lh_leases"}
+
+
+def test_a_fresh_database_has_no_revision_and_is_not_current(engine: sa.Engine) -> None:
+    assert current_revision(engine) is None
+    assert Store(engine).is_current() is False
+
+
+def test_upgrade_creates_every_table_from_empty(engine: sa.Engine) -> None:
+    assert sa.inspect(engine).get_table_names() == []
+    upgrade(engine)
+    assert set(sa.inspect(engine).get_table_names()) == TABLES | {VERSION_TABLE}
+    assert current_revision(engine) == head_revision()
+    assert Store(engine).is_current() is True
+
+
+def test_upgrade_twice_is_a_no_op(engine: sa.Engine) -> None:
+    store = Store(engine)
+    store.upgrade()
+    store.apply(changes(tasks={"A": task_row("A")}), epoch=1)
+    store.upgrade()
+    assert current_revision(engine) == head_revision()
+    assert [t["id"] for t in store.load_all().tasks] == ["A"]
+
+
+def test_nodes_starting_together_both_upgrade_cleanly(db_url: str, engine: sa.Engine) -> None:
+    from lease import create_engine
+
+    other = create_engine(db_url)
+    errors: list[BaseException] = []
+
+    def run(e: sa.Engine) -> None:
+        try:
+            upgrade(e)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in (engine, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    other.dispose()
+    assert errors == []
+    assert current_revision(engine) == head_revision()
+
+
+def test_migrations_build_exactly_the_declared_tables(engine: sa.Engine) -> None:
+    """If tables.py or lease/schema.py change, this fails until a new migration is written."""
+    upgrade(engine)
+    with engine.connect() as conn:
+        mc = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = [d for d in compare_metadata(mc, metadata) if not _is_version_table(d)]
+    assert diff == []
+
+
+def _is_version_table(diff: object) -> bool:
+    return isinstance(diff, tuple) and getattr(diff[1], "name", None) == VERSION_TABLE
+
+
+def test_ids_are_exact_case_and_trailing_space_sensitive(store: Store) -> None:
+    """MySQL's default collations would merge these keys; Luigi task ids are exact strings."""
+    ids = ["Task(a=1)", "task(a=1)", "Task(a=1) ", "Tâsk(a=1)", "Tásk(a=1)"]
+    store.apply(changes(tasks={i: task_row(i) for i in ids}), epoch=1)
+    assert sorted(t["id"] for t in store.load_all().tasks) == sorted(ids)
+
+
+def test_a_512_character_id_of_4_byte_characters_fits(store: Store) -> None:
+    long_id = "🦆" * 512
+    store.apply(changes(tasks={long_id: task_row(long_id)}, workers={long_id: {"id": long_id}}), epoch=1)
+    snap = store.load_all()
+    assert [t["id"] for t in snap.tasks] == [long_id]
+    assert [w["id"] for w in snap.workers] == [long_id]
