@@ -5,6 +5,10 @@
 ``status``      show a node's role, epoch, lease and database reachability
 ``switchover``  planned handover: the leader releases the lease, a standby takes over
 ``demo``        the embedded-default demo: a local cluster on SQLite, a daily pipeline, a failover
+``worker``      a long-lived Luigi assistant worker that rides through failovers (until SIGTERM)
+``run``         run one pipeline (what a systemd timer calls); exit 0 only when it succeeded
+``drill``       a failover drill against a live cluster, with a probe pipeline and real workers
+``is-leader``   exit 0 if the node answers /leader with 200 (systemd ExecCondition)
 """
 
 from __future__ import annotations
@@ -128,6 +132,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(workdir=args.workdir, date=args.date, keep=args.keep)
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.commands import worker_command
+
+    return worker_command(args)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from worker.commands import run_command
+
+    return run_command(args)
+
+
+def _cmd_drill(args: argparse.Namespace) -> int:
+    from scheduler.drill import main as drill_main
+
+    return drill_main(args)
+
+
+def _cmd_is_leader(args: argparse.Namespace) -> int:
+    try:
+        return 0 if _get(args.url, "/leader", timeout=args.timeout).status_code == 200 else 1
+    except requests.RequestException:
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="luigi-ha", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,6 +186,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", default=None, help="run date (default: yesterday, UTC)")
     p.add_argument("--keep", action="store_true", help="leave the demo's files in place")
     p.set_defaults(func=_cmd_demo)
+
+    from worker.flags import add_common_flags  # argparse only: Luigi is imported by the command
+
+    p = sub.add_parser("worker", help="a Luigi assistant worker that rides through failovers")
+    add_common_flags(p)
+    p.add_argument("--instance", default=None,
+                   help="instance name (luigi-ha-worker@NAME): [luigi-ha-worker:NAME] overrides [luigi-ha-worker]")
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("run", help="run one pipeline through the scheduler (systemd timers call this)",
+                       description="luigi-ha run --scheduler-url URL --module M Task [--param value ...] "
+                                   "[--workers N]  |  luigi-ha run --config FILE --pipeline NAME [--date D]")
+    add_common_flags(p)
+    p.add_argument("--pipeline", default=None, help="run [pipeline:NAME] of --config (module, task, date offset)")
+    p.add_argument("--date", default=None,
+                   help="YYYY-MM-DD passed to the task as --date "
+                        "(with --pipeline the default is today UTC - date_offset_days)")
+    p.add_argument("task", nargs="?", help="Luigi task family, followed by its parameters")
+    p.add_argument("task_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("drill", help="failover drill: probe pipeline + failure action + report")
+    p.add_argument("--url", action="append", default=None,
+                   help="VIP (or node) URL the probe pipeline and write probe use (repeat for client-side failover)")
+    p.add_argument("--node-url", action="append", default=None,
+                   help="scheduler node URL whose /leader is sampled (repeatable; default: --url)")
+    p.add_argument("--action", required=True,
+                   help="'switchover', or a shell command; {leader_url} {leader_host} {leader_port} {leader_id} "
+                        "are replaced by the current leader's")
+    p.add_argument("--tasks", type=int, default=200, help="probe leaf tasks (default 200)")
+    p.add_argument("--workers", type=int, default=4, help="worker processes of the probe run (default 4)")
+    p.add_argument("--task-seconds", type=float, default=0.05, help="how long each probe task sleeps")
+    p.add_argument("--trigger-at", type=float, default=0.25,
+                   help="fraction of the tasks that must have run before the action (default 0.25)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds one drill may take")
+    p.add_argument("--rpc-budget", type=float, default=120.0, help="the probe workers' RPC retry budget")
+    p.add_argument("--repeat", type=int, default=1, help="run N drills and report p50/p99")
+    p.add_argument("--restore", default=None,
+                   help="shell command run after each drill (placeholders as --action), e.g. restart the node")
+    p.add_argument("--probe-dir", default=None, help="directory holding drill_probe.py (default: examples/)")
+    p.add_argument("--workdir", default=None, help="where each drill's files go (default: the temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep each drill's files even when it passed")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="the progress line on stderr (default: when stderr is a terminal)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_drill)
+
+    p = sub.add_parser("is-leader", help="exit 0 if the node answers /leader 200, 1 otherwise")
+    p.add_argument("--url", default="http://127.0.0.1:8082")
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.set_defaults(func=_cmd_is_leader)
     return parser
 
 

@@ -6,9 +6,10 @@ group-commit batch in one fenced transaction (:meth:`Store.apply`). The schema l
 (:func:`upgrade`).
 """
 
+from scheduler.core.validation import id_problem
 from scheduler.store.errors import StoreError
 from scheduler.store.migrate import current_revision, head_revision, upgrade
-from scheduler.store.store import Store, id_problem
+from scheduler.store.store import Store
 from scheduler.store.tables import MAX_ID_LENGTH, metadata
 
 __all__ = [

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from lease import redact_url
+from scheduler.core.validation import id_problem
 from scheduler.store import migrate
 from scheduler.store.codec import dumps, gc_paused, loads, loads_rows
 from scheduler.store.errors import StoreError, describe
@@ -56,26 +57,6 @@ class ChangesLike(Protocol):
 
 
 Fence = Callable[[sa.Connection], None]
-
-
-def id_problem(value: object, limit: int = MAX_ID_LENGTH) -> str | None:
-    """Why ``value`` cannot be stored as an id, or None if it can.
-
-    Every backend must accept the same ids (SQLite would take anything, PostgreSQL rejects NUL
-    and over-long values, drivers reject unencodable text), so the API layer should reject such
-    ids up front with this same check; :meth:`Store.apply` uses it to fail with a clear message.
-    """
-    if not isinstance(value, str):
-        return f"id must be a string, not {type(value).__name__}"
-    if len(value) > limit:
-        return f"id is {len(value)} characters long; the limit is {limit}: {value[:80]!r}..."
-    if "\x00" in value:
-        return f"id contains a NUL character: {value[:80]!r}"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"id is not valid Unicode text (lone surrogate): {value[:80]!r}"
-    return None
 
 
 def _checked(value: object, what: str, limit: int = MAX_ID_LENGTH) -> str:

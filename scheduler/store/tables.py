@@ -32,9 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from lease.schema import define_lease_table
+from scheduler.core.validation import MAX_ID_LENGTH  # the protocol's limit sizes the key columns
 
-#: Longest task or worker id the schema holds (characters). Reject longer ids at the API.
-MAX_ID_LENGTH = 512
 #: Longest ``lh_meta`` key.
 MAX_META_KEY_LENGTH = 64
 #: Widths of the informational columns; longer values are cut there (``data`` keeps them whole).

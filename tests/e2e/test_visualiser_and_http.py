@@ -85,6 +85,9 @@ def test_the_pause_toggle_works_with_the_empty_data_the_visualiser_sends(node_wi
         ("add_task", {"data": json.dumps({"task_id": "T_1", "worker": "w", "priority": "high"})}, 400, "priority"),
         ("add_task", {"data": json.dumps({"task_id": "T_1", "worker": "w", "deps": 7})}, 400, "deps"),
         ("get_work", {"data": json.dumps({"host": "h"})}, 400, "worker"),
+        ("add_task", {"data": json.dumps({"task_id": "T_" + "x" * 600, "worker": "w"})}, 400, "the limit is 512"),
+        ("add_task", {"data": json.dumps({"task_id": "T_1", "worker": "w", "deps": ["ok", "bad\u0000id"]})},
+         400, "NUL"),
     ],
 )
 def test_bad_input_gets_a_4xx_json_error_naming_the_problem_and_loses_nothing(
