@@ -36,6 +36,13 @@ from scheduler.sdnotify import notify
 MAX_BATCH = 512
 STANDBY_POLL = 0.2  # seconds between takeover attempts: a released lease is taken in well under 1 s
 SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take the lease first
+STARTUP_MARGIN = 1.0  # a (re)starting node lets running standbys have a held lease first
+
+
+def node_of(holder: str) -> str:
+    """The node id inside a lease holder id ``<node>:<pid>:<random>``."""
+    parts = holder.rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else holder
 
 
 class Role(enum.Enum):
@@ -108,6 +115,8 @@ class Node:
         self._leader_record: Any = None
         self._ready_sent = False
         self.takeover_load_seconds: float | None = None
+        # Computed at scrape time, so a stalled renew loop shows up in the metric.
+        self.metrics.since_renew.set_function(self._seconds_since_renew)
 
     # -- public surface used by the HTTP layer ----------------------------------------------
 
@@ -125,10 +134,16 @@ class Node:
         return time.monotonic() - self._last_db_ok < max(3 * self._renew_interval, 2.0)
 
     def leader_hint(self) -> str | None:
+        """The node id of the current lease holder (holder ids are ``node:pid:random``)."""
         record = self._leader_record
         if record is None or record.holder is None or record.remaining <= 0:
             return None
-        return record.holder
+        return node_of(record.holder)
+
+    def _seconds_since_renew(self) -> float:
+        if self._last_renew_ok is None or not self.is_leader:
+            return 0.0
+        return time.monotonic() - self._last_renew_ok
 
     def status_counts(self) -> dict[str, int] | None:
         term = self._term
@@ -145,14 +160,13 @@ class Node:
             if record is None
             else {
                 "holder": record.holder,
+                "holder_node": node_of(record.holder) if record.holder else None,
                 "epoch": record.epoch,
                 "expires_in": round(record.remaining, 3),
                 "expires_at": record.expires_at,
             },
             "database_reachable": self.db_reachable,
-            "seconds_since_renew": None
-            if self._last_renew_ok is None or not self.is_leader
-            else round(time.monotonic() - self._last_renew_ok, 3),
+            "seconds_since_renew": round(self._seconds_since_renew(), 3) if self.is_leader else None,
             "takeover_load_seconds": self.takeover_load_seconds,
             "tasks": self.status_counts(),
         }
@@ -186,6 +200,7 @@ class Node:
     async def run(self) -> None:
         """Campaign for the lease, lead while we hold it, step down when we must."""
         self.log.info("node_starting", renew_interval=self._renew_interval)
+        await self._yield_to_running_standbys()
         try:
             while not self._stopping.is_set():
                 decision = await self._cycle()
@@ -202,6 +217,22 @@ class Node:
                 await self._step_down("shutdown", release=True)
             self.role = Role.STOPPED
             notify("STOPPING=1")
+
+    async def _yield_to_running_standbys(self) -> None:
+        """A leader restarted after a crash does not race the standbys for its old lease.
+
+        Without this, a leader restarted by systemd right after a crash would compete with the
+        standby at the moment its dead incarnation's lease expires, and win about half the time:
+        leadership would go back to the node that just crashed. When the lease still names this
+        node, we wait until it expires plus a margin in which the standbys (who poll every
+        ``STANDBY_POLL``) take it first. A single node simply takes it back after the margin.
+        """
+        await self._refresh_leader_record()
+        record = self._leader_record
+        if record is not None and record.holder is not None and node_of(record.holder) == self.node_id:
+            wait = max(0.0, record.remaining) + STARTUP_MARGIN
+            self._hold_off_until = time.monotonic() + wait
+            self.log.info("yielding_to_standbys", holder=record.holder, seconds=round(wait, 3))
 
     async def _cycle(self) -> str | None:
         if self.role is Role.LEADER:
@@ -236,7 +267,6 @@ class Node:
         self.metrics.renew_seconds.observe(time.monotonic() - started)
         if ok:
             self._last_db_ok = self._last_renew_ok = time.monotonic()
-            self.metrics.since_renew.set(0)
             await self._refresh_leader_record()
             if self._lease.is_held():
                 return None

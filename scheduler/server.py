@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lease import LeaderLease, redact_url
+from lease import LeaderLease, make_holder_id, redact_url
 from lease import create_engine as create_db_engine
 from scheduler.config import NodeConfig
 from scheduler.core import Scheduler, SchedulerSettings
@@ -57,7 +57,11 @@ def scheduler_settings(config: NodeConfig) -> SchedulerSettings:
 
 def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
     settings = scheduler_settings(config)
-    lease = LeaderLease(store.engine, config.lease_name, config.node_id, config.timings)
+    # The lease holder is this process incarnation (``node:pid:random``), not just the node id: a
+    # scheduler restarted by systemd must not reclaim the lease its dead predecessor still holds
+    # in the database (the standby takes over as after any crash), and two processes started
+    # with the same node id by mistake can never both believe they hold it.
+    lease = LeaderLease(store.engine, config.lease_name, make_holder_id(config.node_id), config.timings)
     node: Node | None = None
     metrics = NodeMetrics(lambda: node.status_counts() if node is not None else None)
 

@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in haproxy keepalived postgresql mariadb-server systemd iproute2 openssl; do
+# haproxy/keepalived: the HA front; postgresql/mariadb-server: real databases for the tests;
+# systemd-container/debootstrap/openssh-client: the nspawn "VMs" Ansible deploys to;
+# prometheus: promtool checks the alert rules.
+for pkg in haproxy keepalived postgresql mariadb-server systemd iproute2 openssl curl \
+           systemd-container debootstrap openssh-client prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

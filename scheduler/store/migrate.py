@@ -103,6 +103,14 @@ def upgrade(engine: sa.Engine, revision: str = "head", *, timeout: float = 300.0
     completely or not at all. MySQL commits each DDL statement implicitly.
     """
     cfg = _config()
-    with _migration_engine(engine) as eng, eng.begin() as conn, _migration_lock(conn, timeout):
+    # The lock lives on its own connection and is let go only after the migration's transaction
+    # has COMMITTED: released any earlier, a second node could read the version table before the
+    # first node's version row is visible and try to create the tables again (seen on MariaDB).
+    with (
+        _migration_engine(engine) as eng,
+        eng.connect() as lock_conn,
+        _migration_lock(lock_conn, timeout),
+        eng.begin() as conn,  # innermost: it commits before the lock above is released
+    ):
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

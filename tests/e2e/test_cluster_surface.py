@@ -49,7 +49,8 @@ def test_status_command_shows_each_nodes_role_epoch_and_lease(pair):
     assert rows[leader.node_id]["role"] == "leader"
     assert rows[standby.node_id]["role"] == "standby"
     assert rows[leader.node_id]["epoch"] == rows[standby.node_id]["lease"]["epoch"] >= 1
-    assert rows[standby.node_id]["lease"]["holder"] == leader.node_id
+    assert rows[standby.node_id]["lease"]["holder_node"] == leader.node_id
+    assert rows[standby.node_id]["lease"]["holder"].startswith(leader.node_id + ":"), "one holder per incarnation"
     assert rows[standby.node_id]["database_reachable"] is True
 
 
@@ -91,3 +92,21 @@ def test_logs_are_json_lines_and_task_events_carry_the_task_id(pair, luigi_runne
     task_events = [e for e in events if e.get("event") == "task_status"]
     assert any(e["status"] == "DONE" and e["task_id"].startswith("Top_") for e in task_events)
     assert all(e["node_id"] == leader.node_id for e in task_events)
+
+
+def test_a_restarted_leader_does_not_reclaim_its_old_lease_the_standby_takes_over(pair):
+    cluster, leader, standby = pair
+    leader.kill()
+    leader.start()  # restarted at once, as systemd's Restart=on-failure would
+    assert cluster.wait_for_leader(timeout=10) is standby
+    assert not leader.is_leader()
+
+
+def test_seconds_since_renew_is_computed_when_scraped(pair):
+    _, leader, _ = pair
+    values = [
+        float(line.split(" ")[1])
+        for line in requests.get(leader.url + "/metrics", timeout=5).text.splitlines()
+        if line.startswith("luigi_ha_seconds_since_renew ")
+    ]
+    assert len(values) == 1 and 0.0 <= values[0] < 3.0

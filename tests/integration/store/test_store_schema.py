@@ -37,24 +37,30 @@ def test_upgrade_twice_is_a_no_op(engine: sa.Engine) -> None:
     assert [t["id"] for t in store.load_all().tasks] == ["A"]
 
 
-def test_nodes_starting_together_both_upgrade_cleanly(db_url: str, engine: sa.Engine) -> None:
+def test_nodes_starting_together_all_upgrade_cleanly(db_url: str, engine: sa.Engine) -> None:
+    """Four nodes start at the same instant on an empty database: one migrates, the others wait
+    for its commit and find nothing to do (a lock released before the commit let a second node
+    try to create the tables again on MariaDB)."""
     from lease import create_engine
 
-    other = create_engine(db_url)
+    others = [create_engine(db_url) for _ in range(3)]
     errors: list[BaseException] = []
+    start = threading.Barrier(4)
 
     def run(e: sa.Engine) -> None:
         try:
+            start.wait(10)
             upgrade(e)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(e,)) for e in (engine, other)]
+    threads = [threading.Thread(target=run, args=(e,)) for e in (engine, *others)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    other.dispose()
+    for other in others:
+        other.dispose()
     assert errors == []
     assert current_revision(engine) == head_revision()
 
