@@ -279,11 +279,15 @@ class Node:
 
     async def _take_over(self, epoch: int) -> str:
         started = time.monotonic()
+        loading = asyncio.ensure_future(asyncio.to_thread(self._load_core))
+        # Keep renewing while a large state loads: a load longer than the renew deadline would
+        # otherwise lose the lease every time and no node would ever finish taking over.
+        while not loading.done():
+            done, _ = await asyncio.wait({loading}, timeout=self._renew_interval)
+            if not done:
+                await self._renew_during_load()
         try:
-            snapshot = await asyncio.to_thread(self._store.load_all)
-            core = self._core_factory()
-            core.restore(snapshot)
-            core.grant_grace()
+            core = loading.result()
         except Exception as exc:
             self.log.error("takeover_load_failed", epoch=epoch, error=str(exc))
             with contextlib.suppress(Exception):
@@ -291,7 +295,7 @@ class Node:
             return f"lease won at epoch {epoch} but loading the state failed; released it"
         self.takeover_load_seconds = round(time.monotonic() - started, 4)
         if not self._lease.is_held():
-            return f"lease won at epoch {epoch} but the state load outlasted the renew deadline"
+            return f"lease won at epoch {epoch} but lost it while loading the state"
         self._last_db_ok = self._last_renew_ok = time.monotonic()
         term = _Term(epoch=epoch, core=core)
         self._term = term
@@ -307,6 +311,21 @@ class Node:
         counts = core.status_counts()
         self.log.info("became_leader", epoch=epoch, load_seconds=self.takeover_load_seconds, tasks=sum(counts.values()))
         return f"took over as leader at epoch {epoch} with {sum(counts.values())} tasks"
+
+    def _load_core(self) -> Any:
+        """Read the whole state and build a core from it (runs in a worker thread)."""
+        snapshot = self._store.load_all()
+        core = self._core_factory()
+        core.restore(snapshot)
+        core.grant_grace()
+        return core
+
+    async def _renew_during_load(self) -> None:
+        try:
+            if await asyncio.to_thread(self._lease.renew):
+                self._last_db_ok = self._last_renew_ok = time.monotonic()
+        except Exception as exc:
+            self.log.warning("lease_renew_failed", error=str(exc), during="takeover_load")
 
     async def _step_down(self, reason: str, *, release: bool = False) -> None:
         term = self._term

@@ -18,6 +18,9 @@ dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False, allow_nan=
 loads = json.loads
 
 
+DECODE_CHUNK = 2000  # rows per json.loads call (each call holds the GIL for its whole run)
+
+
 def loads_rows(texts: Sequence[str]) -> list[Any]:
     """Decode many stored rows at once, as ``[json.loads(t) for t in texts]`` would.
 
@@ -29,10 +32,17 @@ def loads_rows(texts: Sequence[str]) -> list[Any]:
     """
     if not texts:
         return []
-    try:
-        rows = json.loads("[" + ",".join(texts) + "]")
-    except ValueError:
-        rows = None
+    rows: list[Any] | None = []
+    # Chunks, not one giant array: a single json.loads call holds the GIL until it returns, and
+    # the node must keep renewing its lease (on another thread) while a large state loads.
+    for start in range(0, len(texts), DECODE_CHUNK):
+        chunk = texts[start : start + DECODE_CHUNK]
+        try:
+            decoded = json.loads("[" + ",".join(chunk) + "]")
+        except ValueError:
+            rows = None
+            break
+        rows.extend(decoded)
     if rows is None or len(rows) != len(texts):  # a damaged row: find it and say which
         for text in texts:
             try:

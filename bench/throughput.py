@@ -1,0 +1,441 @@
+"""luigi-ha vs the stock luigid, side by side in one run: register an N-task DAG, then drain it.
+
+    python bench/throughput.py                                  # N = 10000,30000; W = 4; 120 s budget
+    python bench/throughput.py --sizes 2000 --drain-budget 60   # a quick run
+    python bench/throughput.py --schedulers luigi-ha            # luigi-ha only
+
+For each N and each scheduler (luigid from the installed luigi package, with its own state file
+in a private cwd; luigi-ha as ONE node on a fresh database of a durable throwaway PostgreSQL,
+fsync and synchronous_commit on) it
+
+1. registers an N-task layered DAG over HTTP exactly as a luigi worker does (every one of the 20
+   keys of ``add_task``, parent before children, real luigi task ids), from one client on one
+   keep-alive ``requests.Session``, then ``add_worker``; that worker keeps pinging once a second
+   for the whole run, as luigi's keep-alive thread does, so its tasks keep their stakeholder;
+2. drains it with W assistant workers, each a separate process: ``add_worker`` once, then
+   ``get_work`` -> ``add_task(DONE)`` (luigi's completion report) in a loop, plus a ping every
+   second. A ``get_work`` that returns no task (everything runnable is already running, the rest
+   waits on dependencies) is retried after 5 ms.
+
+The DAG: ``Extract`` leaves, each with a ``Transform`` on top (a chain), ten Transforms fan into
+one ``Aggregate``, and a few ``Report`` roots each need ~1/R of the Aggregates. So about half the
+graph is runnable at the start and the rest is released by dependency gating as the drain runs.
+
+Measured: add_task/s while registering (N / registration wall time), tasks/s while draining
+(tasks completed / drain wall time, from the moment the workers are released to the last
+completion report), and the latency of every ``get_work`` (p50/p99). A drain that exceeds
+``--drain-budget`` is stopped and reported as PARTIAL over the tasks drained within the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import multiprocessing as mp
+import os
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    Procs,
+    fmt,
+    log,
+    machine_line,
+    percentile,
+    ratio,
+    rpc,
+    start_ha_node,
+    start_luigid,
+    table,
+)
+from luigi.task import task_id_str  # noqa: E402
+
+MODULE = "bench_dag"
+RETRY_POLICY = {"retry_count": None, "disable_hard_timeout": None, "disable_window": None}
+EMPTY_POLL_SLEEP = 0.005
+FAN_IN = 10  # Transforms per Aggregate
+
+
+# -- the DAG ----------------------------------------------------------------------------------
+
+
+def build_dag(n: int) -> list[dict[str, Any]]:
+    """Exactly ``n`` tasks, in the order a luigi worker reports them (parent before children)."""
+    roots = max(1, n // 2000)
+    group = 1 + 2 * FAN_IN  # one Aggregate, its Transforms and their Extracts
+    aggregates = max(0, (n - roots) // group)
+    extra_leaves = n - roots - aggregates * group
+
+    def task(family: str, params: dict[str, str], deps: list[str]) -> dict[str, Any]:
+        return {"task_id": task_id_str(family, params), "family": family, "params": params, "deps": deps}
+
+    order: list[dict[str, Any]] = []
+    agg_by_root: list[list[int]] = [list(range(r, aggregates, roots)) for r in range(roots)]
+    for r in range(roots):
+        subtree: list[dict[str, Any]] = []
+        root_deps: list[str] = []
+        for a in agg_by_root[r]:
+            agg_params = {"date": "2024-06-01", "shard": str(a)}
+            chain_tasks: list[dict[str, Any]] = []
+            agg_deps: list[str] = []
+            for k in range(FAN_IN):
+                leaf_no = a * FAN_IN + k
+                e = task("Extract", {"date": "2024-06-01", "part": str(leaf_no)}, [])
+                t = task("Transform", {"date": "2024-06-01", "part": str(leaf_no)}, [e["task_id"]])
+                chain_tasks += [t, e]
+                agg_deps.append(t["task_id"])
+            agg = task("Aggregate", agg_params, agg_deps)
+            subtree += [agg, *chain_tasks]
+            root_deps.append(agg["task_id"])
+        if r == 0:
+            for x in range(extra_leaves):
+                leaf = task("Extract", {"date": "2024-06-01", "part": f"extra{x}"}, [])
+                subtree.append(leaf)
+                root_deps.append(leaf["task_id"])
+        order.append(task("Report", {"date": "2024-06-01", "region": str(r)}, root_deps))
+        order += subtree
+    assert len(order) == n and len({t["task_id"] for t in order}) == n
+    return order
+
+
+def visibilities(params: dict[str, Any]) -> dict[str, int] | None:
+    return {name: 0 for name in params} or None
+
+
+def schedule_payload(worker: str, t: dict[str, Any]) -> dict[str, Any]:
+    """What ``Worker._add`` sends for an incomplete task: all 20 named keys of add_task."""
+    return {
+        "task_id": t["task_id"], "status": "PENDING", "runnable": True, "deps": t["deps"], "new_deps": None,
+        "expl": None, "resources": {}, "priority": 0, "family": t["family"], "module": MODULE,
+        "params": t["params"], "param_visibilities": visibilities(t["params"]), "accepts_messages": False,
+        "assistant": False, "tracking_url": None, "worker": worker, "batchable": False, "batch_id": None,
+        "retry_policy_dict": RETRY_POLICY, "owners": [],
+    }
+
+
+def done_payload(worker: str, reply: dict[str, Any]) -> dict[str, Any]:
+    """What ``Worker._handle_next_task`` sends when a task succeeded (an assistant worker)."""
+    params = reply.get("task_params") or {}
+    return {
+        "task_id": reply["task_id"], "status": "DONE", "runnable": None, "deps": None, "new_deps": [],
+        "expl": json.dumps(None), "resources": {}, "priority": 0, "family": reply.get("task_family", ""),
+        "module": reply.get("task_module"), "params": params, "param_visibilities": visibilities(params),
+        "accepts_messages": False, "assistant": True, "tracking_url": None, "worker": worker,
+        "batchable": None, "batch_id": None, "retry_policy_dict": RETRY_POLICY, "owners": [],
+    }
+
+
+def worker_identity(workers: int = 1) -> tuple[str, list[list[Any]]]:
+    salt = random.randint(100_000_000, 999_999_999)
+    host, user, pid = socket.gethostname(), getpass.getuser(), os.getpid()
+    wid = f"Worker(salt={salt}, workers={workers}, host={host}, username={user}, pid={pid})"
+    info = [["salt", salt], ["workers", workers], ["host", host], ["username", user], ["pid", pid]]
+    return wid, info
+
+
+class Pinger(threading.Thread):
+    """luigi's keep-alive thread: ping(worker) every ``interval`` seconds on its own session."""
+
+    def __init__(self, url: str, worker: str, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.url, self.worker, self.interval = url, worker, interval
+        self.halt = threading.Event()
+        self.errors = 0
+
+    def run(self) -> None:
+        session = requests.Session()
+        while not self.halt.wait(self.interval):
+            try:
+                rpc(session, self.url, "ping", {"worker": self.worker}, timeout=30)
+            except (requests.RequestException, ValueError, KeyError):
+                self.errors += 1
+        session.close()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=35)
+
+
+# -- one drain worker (a separate process) ------------------------------------------------------
+
+
+def drain_worker(url: str, n_total: int, budget: float, ready: Any, go: Any, t0: Any, done: Any,
+                 out: Any) -> None:
+    session = requests.Session()
+    wid, info = worker_identity()
+    host = socket.gethostname()
+    result: dict[str, Any] = {"latencies": [], "completed": [], "empty": 0, "errors": 0, "ids": []}
+    pinger = None
+    try:
+        rpc(session, url, "add_worker", {"worker": wid, "info": info})
+        ready.put(wid)
+        go.wait()
+        deadline = t0.value + budget
+        pinger = Pinger(url, wid)
+        pinger.start()
+        get_work = {"host": host, "assistant": True, "current_tasks": [], "worker": wid}
+        body = json.dumps(get_work)
+        while time.monotonic() < deadline and done.value < n_total:
+            started = time.perf_counter()
+            try:
+                r = session.post(f"{url}/api/get_work", data={"data": body}, timeout=300)
+                r.raise_for_status()
+                reply = r.json()["response"]
+            except (requests.RequestException, ValueError, KeyError):
+                result["errors"] += 1
+                time.sleep(0.05)
+                continue
+            result["latencies"].append(time.perf_counter() - started)
+            if not reply or reply.get("task_id") is None:
+                result["empty"] += 1
+                time.sleep(EMPTY_POLL_SLEEP)
+                continue
+            for attempt in range(5):
+                try:
+                    rpc(session, url, "add_task", done_payload(wid, reply), timeout=300)
+                    break
+                except requests.RequestException:
+                    result["errors"] += 1
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.2)
+            result["completed"].append(time.monotonic())
+            result["ids"].append(reply["task_id"])
+            with done.get_lock():
+                done.value += 1
+    except Exception as exc:  # reported to the parent, which fails the run loudly
+        result["fatal"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if pinger is not None:
+            pinger.stop()
+        session.close()
+        out.put(result)
+
+
+# -- one (scheduler, N) measurement ---------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    scheduler: str
+    n: int
+    register_seconds: float = float("nan")
+    drain_seconds: float = float("nan")
+    drained: int = 0
+    partial: bool = False
+    budget: float = 0.0
+    get_work_count: int = 0
+    empty_get_work: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def add_task_per_s(self) -> float:
+        return self.n / self.register_seconds
+
+    @property
+    def tasks_per_s(self) -> float:
+        return self.drained / self.drain_seconds if self.drain_seconds > 0 else float("nan")
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+    def drained_text(self) -> str:
+        if self.partial:
+            return f"PARTIAL: {self.drained}/{self.n} in {self.budget:.0f} s"
+        return f"all {self.drained}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scheduler": self.scheduler, "n": self.n, "add_task_per_s": round(self.add_task_per_s, 1),
+            "register_seconds": round(self.register_seconds, 3), "tasks_per_s": round(self.tasks_per_s, 1),
+            "drain_seconds": round(self.drain_seconds, 3), "drained": self.drained, "partial": self.partial,
+            "get_work_p50_ms": round(self.p(50), 3), "get_work_p99_ms": round(self.p(99), 3),
+            "get_work_mean_ms": round(statistics.fmean(self.latencies) * 1000, 3) if self.latencies else None,
+            "get_work_calls": self.get_work_count, "empty_get_work": self.empty_get_work, "errors": self.errors,
+        }
+
+
+def measure(scheduler: str, url: str, dag: list[dict[str, Any]], workers: int, budget: float) -> Run:
+    n = len(dag)
+    run = Run(scheduler, n, budget=budget)
+    session = requests.Session()
+    reg_id, reg_info = worker_identity(workers=4)
+    pinger = Pinger(url, reg_id)
+    pinger.start()
+    try:
+        log(f"{scheduler} N={n}: registering")
+        started = time.perf_counter()
+        for t in dag:
+            rpc(session, url, "add_task", schedule_payload(reg_id, t))
+        run.register_seconds = time.perf_counter() - started
+        rpc(session, url, "add_worker", {"worker": reg_id, "info": [*reg_info, ["first_task", dag[0]["task_id"]]]})
+        log(f"{scheduler} N={n}: {run.add_task_per_s:,.0f} add_task/s; draining with {workers} workers")
+
+        ctx = mp.get_context("spawn")
+        ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        t0, done = ctx.Value("d", 0.0), ctx.Value("i", 0)
+        procs = [ctx.Process(target=drain_worker, args=(url, n, budget, ready, go, t0, done, out), daemon=True)
+                 for _ in range(workers)]
+        for p in procs:
+            p.start()
+        try:
+            for _ in procs:
+                ready.get(timeout=120)
+            t0.value = time.monotonic()
+            go.set()
+            results = [out.get(timeout=budget + 660) for _ in procs]
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+        fatal = [r["fatal"] for r in results if "fatal" in r]
+        if fatal:
+            raise RuntimeError(f"{scheduler} N={n}: a drain worker failed: {fatal[0]}")
+        deadline = t0.value + budget
+        completions = sorted(c for r in results for c in r["completed"])
+        ids = [i for r in results for i in r["ids"]]
+        if len(ids) != len(set(ids)):
+            raise RuntimeError(f"{scheduler} N={n}: {len(ids) - len(set(ids))} tasks were handed out twice")
+        within = [c for c in completions if c <= deadline]
+        run.partial = len(within) < n
+        run.drained = len(within)
+        run.drain_seconds = budget if run.partial else completions[-1] - t0.value
+        run.latencies = [x for r in results for x in r["latencies"]]
+        run.get_work_count = len(run.latencies)
+        run.empty_get_work = sum(r["empty"] for r in results)
+        run.errors = sum(r["errors"] for r in results) + pinger.errors
+        log(f"{scheduler} N={n}: {run.drained_text()}, {run.tasks_per_s:,.1f} tasks/s, "
+            f"get_work p50 {run.p(50):.2f} ms p99 {run.p(99):.2f} ms")
+        return run
+    finally:
+        pinger.stop()
+        session.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,30000", help="comma-separated task counts (default 10000,30000)")
+    ap.add_argument("--workers", type=int, default=4, help="assistant worker processes (default 4)")
+    ap.add_argument("--drain-budget", type=float, default=120.0, help="seconds per drain (default 120)")
+    ap.add_argument("--schedulers", default="luigid,luigi-ha", help="which to run (default luigid,luigi-ha)")
+    ap.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir, removed)")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    schedulers = [s.strip() for s in args.schedulers.split(",") if s.strip()]
+    unknown = set(schedulers) - {"luigid", "luigi-ha"}
+    if unknown:
+        ap.error(f"unknown scheduler(s): {', '.join(sorted(unknown))}")
+
+    from tests.support.dbservers import PostgresServer
+
+    tmp = tempfile.TemporaryDirectory(prefix="lha-throughput-")
+    workdir = Path(args.workdir) if args.workdir else Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs = Procs()
+    pg: PostgresServer | None = None
+    runs: list[Run] = []
+    try:
+        if "luigi-ha" in schedulers:
+            pg = PostgresServer(durable=True)
+            pg.start()
+            log(f"durable PostgreSQL (fsync=on, synchronous_commit=on) on port {pg.port}")
+        for n in sizes:
+            dag = build_dag(n)
+            for scheduler in schedulers:
+                where = workdir / f"{scheduler}-{n}"
+                where.mkdir(parents=True, exist_ok=True)
+                if scheduler == "luigid":
+                    url, proc = start_luigid(procs, where)
+                else:
+                    assert pg is not None
+                    db_url = pg.create_database(f"throughput_{n}")
+                    url, proc = start_ha_node(procs, where, db_url)
+                try:
+                    runs.append(measure(scheduler, url, dag, args.workers, args.drain_budget))
+                finally:
+                    procs.stop(proc)
+    finally:
+        procs.stop_all()
+        if pg is not None:
+            pg.destroy()
+        if not args.workdir:
+            tmp.cleanup()
+
+    print()
+    print(f"luigi-ha vs luigid: register + drain an N-task DAG; {args.workers} assistant worker processes; "
+          f"drain budget {args.drain_budget:.0f} s")
+    print(machine_line() + "; luigi-ha = one node on durable PostgreSQL (fsync=on, synchronous_commit=on)")
+    print()
+    rows = []
+    for r in runs:
+        rows.append([r.scheduler, fmt(r.n), fmt(r.add_task_per_s, 0), fmt(r.tasks_per_s, 1), r.drained_text(),
+                     fmt(r.drain_seconds, 1), fmt(r.p(50), 2), fmt(r.p(99), 2), fmt(r.get_work_count),
+                     fmt(r.empty_get_work), fmt(r.errors)])
+    print(table(["scheduler", "N", "add_task/s", "tasks/s drain", "drained", "drain s", "get_work p50 ms",
+                 "p99 ms", "get_work calls", "empty", "errors"], rows))
+    by = {(r.scheduler, r.n): r for r in runs}
+    ratio_rows = []
+    ratios: list[dict[str, Any]] = []
+    for n in sizes:
+        ha, ld = by.get(("luigi-ha", n)), by.get(("luigid", n))
+        if ha is None or ld is None:
+            continue
+        rr = {"n": n, "add_task_per_s": ratio(ha.add_task_per_s, ld.add_task_per_s),
+              "tasks_per_s": ratio(ha.tasks_per_s, ld.tasks_per_s),
+              "get_work_p50": ratio(ha.p(50), ld.p(50)), "get_work_p99": ratio(ha.p(99), ld.p(99))}
+        ratios.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rr.items()})
+        partial = [name for name, r in (("luigid", ld), ("luigi-ha", ha)) if r.partial]
+        note = f" (partial: {', '.join(partial)})" if partial else ""
+        ratio_rows.append([fmt(n), f"{rr['add_task_per_s']:.2f}x", f"{rr['tasks_per_s']:.2f}x{note}",
+                           f"{rr['get_work_p50']:.3f}x", f"{rr['get_work_p99']:.3f}x"])
+    if ratio_rows:
+        print()
+        print("ratios luigi-ha / luigid (throughput: higher is better for luigi-ha; latency: lower is better)")
+        print(table(["N", "add_task/s", "tasks/s drain", "get_work p50", "get_work p99"], ratio_rows))
+    targets = []
+    for r in runs:
+        if r.scheduler != "luigi-ha":
+            continue
+        targets.append([fmt(r.n), _mark(r.tasks_per_s >= 1000, f"{r.tasks_per_s:,.0f} tasks/s (>= 1,000)"),
+                        _mark(r.p(99) <= 10, f"p99 {r.p(99):.2f} ms (<= 10)"),
+                        _mark(r.add_task_per_s >= 1000, f"{r.add_task_per_s:,.0f} add_task/s (>= 1,000)")])
+    if targets:
+        print()
+        print("luigi-ha targets (reported, not asserted)")
+        print(table(["N", "drain", "get_work p99", "registering"], targets))
+    partial = [r for r in runs if r.partial]
+    if partial:
+        print()
+        for r in partial:
+            print(f"note: {r.scheduler} N={r.n} did not finish within the {r.budget:.0f} s budget; its tasks/s is "
+                  f"over the {r.drained} tasks drained in that time (PARTIAL), and the get_work latencies are those "
+                  "of the calls made in that time.")
+    print()
+    print(json.dumps({"benchmark": "throughput", "workers": args.workers, "drain_budget_s": args.drain_budget,
+                      "runs": [r.as_json() for r in runs], "ratios_ha_over_luigid": ratios}))
+    return 0
+
+
+def _mark(ok: bool, text: str) -> str:
+    return ("met: " if ok else "MISSED: ") + text
+
+
+if __name__ == "__main__":
+    sys.exit(main())
