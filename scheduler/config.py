@@ -80,9 +80,13 @@ class NodeConfig:
         }
 
 
-def _read_ini(path: str | os.PathLike[str] | None) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # keep key case; we normalise '-' vs '_' ourselves
+def read_ini(path: str | os.PathLike[str] | None) -> configparser.ConfigParser:
+    """Read a luigi.cfg-style INI file (``None``: an empty one); errors name the file.
+
+    ``; comments`` may follow a value (after whitespace), as in the README's examples; no
+    ``%`` interpolation, because database passwords may contain ``%``.
+    """
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -152,7 +156,7 @@ def load_config(
     environ = dict(os.environ if environ is None else environ)
     if path is None and environ.get("LUIGI_HA_CONFIG"):
         path = environ["LUIGI_HA_CONFIG"]
-    parser = _read_ini(path)
+    parser = read_ini(path)
     sections = {name: _section(parser, name) for name in (*_LUIGI_HA_SECTIONS, "scheduler", "resources")}
     # ``[task_history] db_connection`` is where many luigid.cfg files keep their database URL.
     if "connection" not in sections["database"]:

@@ -41,10 +41,9 @@ import datetime as dt
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from scheduler.config import ConfigError
+from scheduler.config import ConfigError, read_ini
 from worker.client import RetryPolicy, parse_urls
 
 WORKER_SECTION = "luigi-ha-worker"
@@ -72,20 +71,6 @@ class Pipeline:
     date_param: str = "date"
     params: list[str] = field(default_factory=list)
     workers: int | None = None
-
-
-def read_ini(path: str | None) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
-    if path is None:
-        return parser
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
-    try:
-        parser.read(p, encoding="utf-8")
-    except configparser.Error as exc:
-        raise ConfigError(f"config file {p} is not valid INI: {exc}") from exc
-    return parser
 
 
 def _section(parser: configparser.ConfigParser, name: str) -> dict[str, str]:

@@ -19,12 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def free_port() -> int:
-    """Ask the kernel for a free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from scheduler.localcluster import free_port
 
 
 def _wait_port(port: int, timeout: float) -> None:

@@ -76,3 +76,10 @@ def test_the_loggable_description_never_contains_the_database_password(tmp_path)
     described = str(load_config(path, environ={}).describe())
     assert "hunter2" not in described
     assert "db/luigi" in described
+
+
+def test_comments_after_values_are_not_part_of_the_value(tmp_path):
+    path = write(tmp_path, "[database]\nconnection = postgresql://h/luigi   ; or mysql://...\n"
+                           "[server]\nport = 9000 ; the API port\n")
+    config = load_config(path, environ={})
+    assert (config.db_url, config.port) == ("postgresql://h/luigi", 9000)
