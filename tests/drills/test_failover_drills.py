@@ -39,16 +39,22 @@ def metric(url: str, name: str) -> float:
     return total
 
 
-@pytest.mark.parametrize("db", ["postgres", "mariadb", "sqlite"])
-def test_kill_9_of_the_leader_hands_writes_to_the_standby_within_ttl_plus_one_second(db, request, make_cluster):
-    cluster = make_cluster(db_for(request, db), size=2, lease_ttl=TTL)
-    writer = AckingWriter(cluster.urls, prefix="K")
+def observe(cluster, prefix: str) -> tuple[AckingWriter, LeaderSampler, object]:
+    """Start the referee (an acking writer and a leader sampler), let writes flow, return the leader."""
+    writer = AckingWriter(cluster.urls, prefix=prefix)
     sampler = LeaderSampler(cluster.urls)
     writer.start()
     sampler.start()
     time.sleep(1.0)
     leader = cluster.leader()
     assert leader is not None
+    return writer, sampler, leader
+
+
+@pytest.mark.parametrize("db", ["postgres", "mariadb", "sqlite"])
+def test_kill_9_of_the_leader_hands_writes_to_the_standby_within_ttl_plus_one_second(db, request, make_cluster):
+    cluster = make_cluster(db_for(request, db), size=2, lease_ttl=TTL)
+    writer, sampler, leader = observe(cluster, "K")
 
     killed_at = time.monotonic()
     leader.kill()
@@ -69,13 +75,7 @@ def test_kill_9_of_the_leader_hands_writes_to_the_standby_within_ttl_plus_one_se
 @pytest.mark.parametrize("db", ["postgres", "mariadb"])
 def test_a_leader_frozen_past_the_ttl_is_fenced_out_and_steps_down_when_it_wakes(db, request, make_cluster):
     cluster = make_cluster(db_for(request, db), size=2, lease_ttl=TTL)
-    writer = AckingWriter(cluster.urls, prefix="F")
-    sampler = LeaderSampler(cluster.urls)
-    writer.start()
-    sampler.start()
-    time.sleep(1.0)
-    old = cluster.leader()
-    assert old is not None
+    writer, sampler, old = observe(cluster, "F")
 
     old.signal(signal.SIGSTOP)
     frozen_at = time.monotonic()
@@ -140,13 +140,7 @@ def test_the_database_down_longer_than_the_ttl_makes_the_leader_step_down_and_on
 @pytest.mark.parametrize("db", ["postgres", "mariadb"])
 def test_switchover_under_a_stream_of_writes_loses_nothing_and_never_has_two_writers(db, request, make_cluster):
     cluster = make_cluster(db_for(request, db), size=2, lease_ttl=5.0)
-    writer = AckingWriter(cluster.urls, prefix="S")
-    sampler = LeaderSampler(cluster.urls)
-    writer.start()
-    sampler.start()
-    time.sleep(1.0)
-    old = cluster.leader()
-    assert old is not None
+    writer, sampler, old = observe(cluster, "S")
 
     asked_at = time.monotonic()
     r = requests.post(old.url + "/switchover", timeout=10)

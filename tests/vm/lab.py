@@ -32,11 +32,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.dbservers import PostgresServer
+from tests.support.waiting import wait_for  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 ROOTFS_SCRIPT = REPO / "scripts" / "build-test-rootfs.sh"
@@ -54,16 +55,6 @@ SSH_OPTS = [
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), check=check, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1, what: str = "") -> float:
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def build_rootfs() -> tuple[Path, float | None]:

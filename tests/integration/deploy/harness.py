@@ -17,11 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from tests.support.waiting import wait_for  # noqa: F401 - re-exported for the tests
 
 HERE = Path(__file__).resolve().parent
 STUB = HERE / "stub_scheduler.py"
@@ -31,17 +33,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.01, what: str = "") -> float:
-    """Poll ``predicate`` until true; return the seconds it took. Raises TimeoutError."""
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
