@@ -6,6 +6,7 @@ on 127.0.0.1 only. Callers wrap their runs in ``try/finally`` and call ``Procs.s
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,11 +121,89 @@ def start_ha_node(procs: Procs, workdir: Path, db_url: str, node_id: str = "benc
     return url, proc
 
 
+class RpcError(RuntimeError):
+    """A Luigi RPC answered with a status other than 200 (or not at all)."""
+
+
+class LeanClient:
+    """Luigi's wire protocol over one keep-alive ``http.client`` connection.
+
+    Sends exactly what ``luigi.rpc`` sends (POST ``/api/<method>``, form field ``data=<json>``)
+    but without the ``requests`` library, which costs about 1 ms of client CPU per call on a
+    2-CPU VM: five worker processes on ``requests`` would saturate the machine by themselves and
+    measure the client instead of the scheduler. Reconnects once if the server closed the
+    keep-alive connection.
+    """
+
+    HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+
+    def __init__(self, url: str, timeout: float = 120.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port, self.timeout = parts.hostname or "127.0.0.1", parts.port or 80, timeout
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def rpc(self, method: str, payload: dict[str, Any]) -> Any:
+        body = urllib.parse.urlencode({"data": json.dumps(payload)})
+        for attempt in (1, 2):
+            try:
+                self.conn.request("POST", f"/api/{method}", body=body, headers=self.HEADERS)
+                response = self.conn.getresponse()
+                data = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        if response.status != 200:
+            raise RpcError(f"{method}: HTTP {response.status}: {data[:200]!r}")
+        return json.loads(data)["response"]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class RequestsClient:
+    """The same calls through ``requests``, as luigi's own RemoteScheduler makes them."""
+
+    def __init__(self, url: str, timeout: float = 120.0) -> None:
+        self.url, self.timeout, self.session = url, timeout, requests.Session()
+
+    def rpc(self, method: str, payload: dict[str, Any]) -> Any:
+        try:
+            return rpc(self.session, self.url, method, payload, self.timeout)
+        except requests.RequestException as exc:
+            raise RpcError(f"{method}: {exc}") from exc
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def make_client(kind: str, url: str, timeout: float = 120.0) -> LeanClient | RequestsClient:
+    """``kind`` is ``lean`` (http.client) or ``requests``."""
+    return LeanClient(url, timeout) if kind == "lean" else RequestsClient(url, timeout)
+
+
 def rpc(session: requests.Session, url: str, method: str, payload: dict[str, Any], timeout: float = 120.0) -> Any:
     """One Luigi RPC exactly as luigi.rpc sends it: POST form field ``data=<json>``."""
     r = session.post(f"{url}/api/{method}", data={"data": json.dumps(payload)}, timeout=timeout)
     r.raise_for_status()
     return r.json()["response"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def node_counters(url: str) -> dict[str, float]:
+    """A luigi-ha node's ``luigi_ha_*`` histogram sums and counts from ``/metrics`` (name -> value)."""
+    out: dict[str, float] = {}
+    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("luigi_ha_") and ("_sum" in line or "_count" in line):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 # -- statistics and output ----------------------------------------------------------------------

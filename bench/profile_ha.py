@@ -43,7 +43,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Procs, fmt, log, machine_line, percentile, rpc, start_ha_node, table  # noqa: E402
+from common import Procs, fmt, log, machine_line, node_counters, percentile, rpc, start_ha_node, table  # noqa: E402
 from throughput import build_dag, done_payload, measure, schedule_payload, worker_identity  # noqa: E402
 
 US = 1e6
@@ -233,15 +233,6 @@ def profile_store(durable: bool, runs: int) -> dict[str, Any]:
 # -- part 3: a real node --------------------------------------------------------------------------
 
 
-def _metrics(url: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("luigi_ha_") and ("_sum" in line or "_count" in line):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def profile_node(n: int, runs: int) -> dict[str, Any]:
     from tests.support.dbservers import PostgresServer
 
@@ -266,9 +257,9 @@ def profile_node(n: int, runs: int) -> dict[str, Any]:
             solo = {**task, "task_id": f"Solo_{i}", "family": "Solo", "deps": []}
             rpc(session, url, "add_task", {**schedule_payload(wid, solo), "runnable": False})
             rtt["add_task (1 commit)"].append(time.perf_counter() - s)
-        before = _metrics(url)
+        before = node_counters(url)
         run = measure("luigi-ha", url, build_dag(n), 4, 600)
-        after = _metrics(url)
+        after = node_counters(url)
         d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
         commits = d.get("luigi_ha_commit_duration_seconds_count", 0.0)
         commit_s = d.get("luigi_ha_commit_duration_seconds_sum", 0.0)

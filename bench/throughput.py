@@ -8,14 +8,20 @@ For each N and each scheduler (luigid from the installed luigi package, with its
 in a private cwd; luigi-ha as ONE node on a fresh database of a durable throwaway PostgreSQL,
 fsync and synchronous_commit on) it
 
-1. registers an N-task layered DAG over HTTP exactly as a luigi worker does (every one of the 20
-   keys of ``add_task``, parent before children, real luigi task ids), from one client on one
-   keep-alive ``requests.Session``, then ``add_worker``; that worker keeps pinging once a second
-   for the whole run, as luigi's keep-alive thread does, so its tasks keep their stakeholder;
+1. registers an N-task layered DAG over HTTP exactly as luigi workers do (every one of the 20
+   keys of ``add_task``, parent before children, real luigi task ids), from ``--register-clients``
+   processes at once (default 4, each a contiguous slice of the DAG, like four ``luigi`` runs
+   scheduling their parts of one graph; 1 = a single sequential client), then ``add_worker``;
+   that worker keeps pinging once a second for the whole run, as luigi's keep-alive thread does,
+   so its tasks keep their stakeholder;
 2. drains it with W assistant workers, each a separate process: ``add_worker`` once, then
    ``get_work`` -> ``add_task(DONE)`` (luigi's completion report) in a loop, plus a ping every
    second. A ``get_work`` that returns no task (everything runnable is already running, the rest
    waits on dependencies) is retried after 5 ms.
+
+Every simulated worker speaks the protocol through a keep-alive ``http.client`` connection
+(``--client lean``, the default) rather than ``requests``, which costs ~1 ms of CPU per call on
+a 2-CPU VM and would otherwise be what is measured; ``--client requests`` shows that case.
 
 The DAG: ``Extract`` leaves, each with a ``Transform`` on top (a chain), ten Transforms fan into
 one ``Aggregate``, and a few ``Report`` roots each need ~1/R of the Aggregates. So about half the
@@ -23,7 +29,9 @@ graph is runnable at the start and the rest is released by dependency gating as 
 
 Measured: add_task/s while registering (N / registration wall time), tasks/s while draining
 (tasks completed / drain wall time, from the moment the workers are released to the last
-completion report), and the latency of every ``get_work`` (p50/p99). A drain that exceeds
+completion report), the latency of every ``get_work`` (p50/p99), the scheduler process's CPU
+time per drained task, and for luigi-ha the group commits of the drain (count, mean duration,
+RPCs answered per commit, from the node's own ``/metrics``). A drain that exceeds
 ``--drain-budget`` is stopped and reported as PARTIAL over the tasks drained within the budget.
 """
 
@@ -45,19 +53,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     Procs,
+    RpcError,
+    cpu_seconds,
     fmt,
     log,
     machine_line,
+    make_client,
+    node_counters,
     percentile,
     ratio,
-    rpc,
     start_ha_node,
     start_luigid,
     table,
@@ -148,54 +157,74 @@ def worker_identity(workers: int = 1) -> tuple[str, list[list[Any]]]:
 
 
 class Pinger(threading.Thread):
-    """luigi's keep-alive thread: ping(worker) every ``interval`` seconds on its own session."""
+    """luigi's keep-alive thread: ping(worker) every ``interval`` seconds on its own connection."""
 
-    def __init__(self, url: str, worker: str, interval: float = 1.0) -> None:
+    def __init__(self, url: str, worker: str, client: str, interval: float = 1.0) -> None:
         super().__init__(daemon=True)
-        self.url, self.worker, self.interval = url, worker, interval
+        self.url, self.worker, self.client, self.interval = url, worker, client, interval
         self.halt = threading.Event()
         self.errors = 0
 
     def run(self) -> None:
-        session = requests.Session()
+        client = make_client(self.client, self.url, timeout=30)
         while not self.halt.wait(self.interval):
             try:
-                rpc(session, self.url, "ping", {"worker": self.worker}, timeout=30)
-            except (requests.RequestException, ValueError, KeyError):
+                client.rpc("ping", {"worker": self.worker})
+            except (RpcError, OSError, ValueError, KeyError):
                 self.errors += 1
-        session.close()
+        client.close()
 
     def stop(self) -> None:
         self.halt.set()
         self.join(timeout=35)
 
 
+# -- one registering client (a separate process) -----------------------------------------------
+
+
+def register_client(url: str, client_kind: str, worker: str, tasks: list[dict[str, Any]], ready: Any, go: Any,
+                    out: Any) -> None:
+    """Send ``add_task`` for each of ``tasks`` in order, as one luigi worker's scheduling loop does."""
+    client = make_client(client_kind, url, timeout=300)
+    result: dict[str, Any] = {}
+    try:
+        client.rpc("ping", {"worker": worker})  # connect before the clock starts
+        ready.put(True)
+        go.wait()
+        for t in tasks:
+            client.rpc("add_task", schedule_payload(worker, t))
+        result["finished"] = time.monotonic()
+    except Exception as exc:  # reported to the parent, which fails the run loudly
+        result["fatal"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+        out.put(result)
+
+
+# -- one drain worker (a separate process) -----------------------------------------------------
 # -- one drain worker (a separate process) ------------------------------------------------------
 
 
-def drain_worker(url: str, n_total: int, budget: float, ready: Any, go: Any, t0: Any, done: Any,
+def drain_worker(url: str, client_kind: str, n_total: int, budget: float, ready: Any, go: Any, t0: Any, done: Any,
                  out: Any) -> None:
-    session = requests.Session()
+    client = make_client(client_kind, url, timeout=300)
     wid, info = worker_identity()
     host = socket.gethostname()
     result: dict[str, Any] = {"latencies": [], "completed": [], "empty": 0, "errors": 0, "ids": []}
     pinger = None
     try:
-        rpc(session, url, "add_worker", {"worker": wid, "info": info})
+        client.rpc("add_worker", {"worker": wid, "info": info})
         ready.put(wid)
         go.wait()
         deadline = t0.value + budget
-        pinger = Pinger(url, wid)
+        pinger = Pinger(url, wid, client_kind)
         pinger.start()
         get_work = {"host": host, "assistant": True, "current_tasks": [], "worker": wid}
-        body = json.dumps(get_work)
         while time.monotonic() < deadline and done.value < n_total:
             started = time.perf_counter()
             try:
-                r = session.post(f"{url}/api/get_work", data={"data": body}, timeout=300)
-                r.raise_for_status()
-                reply = r.json()["response"]
-            except (requests.RequestException, ValueError, KeyError):
+                reply = client.rpc("get_work", get_work)
+            except (RpcError, OSError, ValueError, KeyError):
                 result["errors"] += 1
                 time.sleep(0.05)
                 continue
@@ -206,9 +235,9 @@ def drain_worker(url: str, n_total: int, budget: float, ready: Any, go: Any, t0:
                 continue
             for attempt in range(5):
                 try:
-                    rpc(session, url, "add_task", done_payload(wid, reply), timeout=300)
+                    client.rpc("add_task", done_payload(wid, reply))
                     break
-                except requests.RequestException:
+                except (RpcError, OSError):
                     result["errors"] += 1
                     if attempt == 4:
                         raise
@@ -222,7 +251,7 @@ def drain_worker(url: str, n_total: int, budget: float, ready: Any, go: Any, t0:
     finally:
         if pinger is not None:
             pinger.stop()
-        session.close()
+        client.close()
         out.put(result)
 
 
@@ -241,6 +270,10 @@ class Run:
     get_work_count: int = 0
     empty_get_work: int = 0
     errors: int = 0
+    server_cpu_ms_per_task: float = float("nan")  # the scheduler process's CPU per drained task
+    commits: int = 0  # luigi-ha only: group commits during the drain,
+    commit_ms: float = float("nan")  # their mean duration,
+    per_commit: float = float("nan")  # and RPCs answered per commit
     latencies: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -267,29 +300,66 @@ class Run:
             "get_work_p50_ms": round(self.p(50), 3), "get_work_p99_ms": round(self.p(99), 3),
             "get_work_mean_ms": round(statistics.fmean(self.latencies) * 1000, 3) if self.latencies else None,
             "get_work_calls": self.get_work_count, "empty_get_work": self.empty_get_work, "errors": self.errors,
+            "server_cpu_ms_per_task": round(self.server_cpu_ms_per_task, 3),
+            "drain_commits": self.commits, "drain_commit_mean_ms": round(self.commit_ms, 3),
+            "drain_rpcs_per_commit": round(self.per_commit, 2),
         }
 
 
-def measure(scheduler: str, url: str, dag: list[dict[str, Any]], workers: int, budget: float) -> Run:
+def shards(dag: list[dict[str, Any]], k: int) -> list[list[dict[str, Any]]]:
+    """``k`` contiguous slices of the DAG's registration order (parents stay before children within each)."""
+    size = -(-len(dag) // k)
+    return [dag[i : i + size] for i in range(0, len(dag), size)]
+
+
+def register(url: str, client_kind: str, worker: str, dag: list[dict[str, Any]], clients: int) -> float:
+    """Register the DAG from ``clients`` processes at once (one worker id, as ``--workers`` would); seconds."""
+    ctx = mp.get_context("spawn")
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    parts = shards(dag, clients)
+    procs = [ctx.Process(target=register_client, args=(url, client_kind, worker, part, ready, go, out), daemon=True)
+             for part in parts]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=120)
+        started = time.monotonic()
+        go.set()
+        results = [out.get(timeout=3600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    fatal = [r["fatal"] for r in results if "fatal" in r]
+    if fatal:
+        raise RuntimeError(f"a registering client failed: {fatal[0]}")
+    return max(r["finished"] for r in results) - started
+
+
+def measure(scheduler: str, url: str, pid: int, dag: list[dict[str, Any]], workers: int, budget: float,
+            client_kind: str, register_clients: int) -> Run:
     n = len(dag)
     run = Run(scheduler, n, budget=budget)
-    session = requests.Session()
+    client = make_client(client_kind, url)
     reg_id, reg_info = worker_identity(workers=4)
-    pinger = Pinger(url, reg_id)
+    pinger = Pinger(url, reg_id, client_kind)
     pinger.start()
     try:
-        log(f"{scheduler} N={n}: registering")
-        started = time.perf_counter()
-        for t in dag:
-            rpc(session, url, "add_task", schedule_payload(reg_id, t))
-        run.register_seconds = time.perf_counter() - started
-        rpc(session, url, "add_worker", {"worker": reg_id, "info": [*reg_info, ["first_task", dag[0]["task_id"]]]})
+        log(f"{scheduler} N={n}: registering from {register_clients} client(s)")
+        run.register_seconds = register(url, client_kind, reg_id, dag, register_clients)
+        client.rpc("add_worker", {"worker": reg_id, "info": [*reg_info, ["first_task", dag[0]["task_id"]]]})
         log(f"{scheduler} N={n}: {run.add_task_per_s:,.0f} add_task/s; draining with {workers} workers")
+        before = node_counters(url) if scheduler == "luigi-ha" else {}
+        cpu_before = cpu_seconds(pid)
 
         ctx = mp.get_context("spawn")
         ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
         t0, done = ctx.Value("d", 0.0), ctx.Value("i", 0)
-        procs = [ctx.Process(target=drain_worker, args=(url, n, budget, ready, go, t0, done, out), daemon=True)
+        procs = [ctx.Process(target=drain_worker, args=(url, client_kind, n, budget, ready, go, t0, done, out),
+                             daemon=True)
                  for _ in range(workers)]
         for p in procs:
             p.start()
@@ -321,12 +391,24 @@ def measure(scheduler: str, url: str, dag: list[dict[str, Any]], workers: int, b
         run.get_work_count = len(run.latencies)
         run.empty_get_work = sum(r["empty"] for r in results)
         run.errors = sum(r["errors"] for r in results) + pinger.errors
+        run.server_cpu_ms_per_task = (cpu_seconds(pid) - cpu_before) / max(1, run.drained) * 1000
+        if before:
+            after = node_counters(url)
+            delta = {k: after.get(k, 0.0) - v for k, v in before.items()}
+            run.commits = int(delta.get("luigi_ha_commit_duration_seconds_count", 0))
+            if run.commits:
+                run.commit_ms = delta["luigi_ha_commit_duration_seconds_sum"] / run.commits * 1000
+                rounds = delta.get("luigi_ha_commit_batch_requests_count", 0)
+                run.per_commit = delta.get("luigi_ha_commit_batch_requests_sum", 0) / rounds if rounds else float("nan")
         log(f"{scheduler} N={n}: {run.drained_text()}, {run.tasks_per_s:,.1f} tasks/s, "
-            f"get_work p50 {run.p(50):.2f} ms p99 {run.p(99):.2f} ms")
+            f"get_work p50 {run.p(50):.2f} ms p99 {run.p(99):.2f} ms; "
+            f"server CPU {run.server_cpu_ms_per_task:.2f} ms/task"
+            + (f"; {run.commits} commits, {run.commit_ms:.2f} ms each, {run.per_commit:.1f} RPCs each"
+               if run.commits else ""))
         return run
     finally:
         pinger.stop()
-        session.close()
+        client.close()
 
 
 def main() -> int:
@@ -336,6 +418,12 @@ def main() -> int:
     ap.add_argument("--drain-budget", type=float, default=120.0, help="seconds per drain (default 120)")
     ap.add_argument("--schedulers", default="luigid,luigi-ha", help="which to run (default luigid,luigi-ha)")
     ap.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir, removed)")
+    ap.add_argument("--client", choices=("lean", "requests"), default="lean",
+                    help="HTTP client of every simulated worker: lean = http.client keep-alive (default), "
+                         "requests = what luigi's RemoteScheduler uses (about 1 ms of client CPU per call here)")
+    ap.add_argument("--register-clients", type=int, default=4,
+                    help="processes registering the DAG at once, each a slice of it (default 4; 1 = one "
+                         "sequential client, whose rate is bounded by one durable commit per add_task)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     schedulers = [s.strip() for s in args.schedulers.split(",") if s.strip()]
@@ -368,7 +456,8 @@ def main() -> int:
                     db_url = pg.create_database(f"throughput_{n}")
                     url, proc = start_ha_node(procs, where, db_url)
                 try:
-                    runs.append(measure(scheduler, url, dag, args.workers, args.drain_budget))
+                    runs.append(measure(scheduler, url, proc.pid, dag, args.workers, args.drain_budget, args.client,
+                                        args.register_clients))
                 finally:
                     procs.stop(proc)
     finally:

@@ -45,12 +45,17 @@ from __future__ import annotations
 from functools import lru_cache
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from lease.clock import db_now
 from lease.errors import FencedOut
 from lease.schema import define_lease_table
 
-__all__ = ["check_fence"]
+__all__ = ["FENCE_SQLSTATE", "check_fence", "fenced_out_from", "postgres_fence_statement"]
+
+#: SQLSTATE raised by :func:`postgres_fence_statement` (class "LH": luigi-ha's own, unused by PostgreSQL).
+FENCE_SQLSTATE = "LHFEN"
+_DOLLAR_TAG = "$lh_fence$"
 
 
 @lru_cache(maxsize=32)
@@ -88,3 +93,60 @@ def check_fence(conn: sa.Connection, table: sa.Table | str, lease_name: str, hol
             found_epoch=int(row.epoch),
             remaining=remaining,
         )
+
+
+def _sql_literal(value: str) -> str:
+    """A PostgreSQL string literal (standard_conforming_strings, the default since 9.1)."""
+    if _DOLLAR_TAG in value or "\x00" in value:
+        raise ValueError(f"cannot fence with {value!r}: it contains {_DOLLAR_TAG} or a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def postgres_fence_statement(table: str, lease_name: str, holder: str, epoch: int) -> str:
+    """The fence as ONE self-contained PostgreSQL statement, for writers that send a whole
+    transaction in one round trip (``BEGIN; <this>; <writes>; COMMIT``).
+
+    Same check and same lock as :func:`check_fence` (``FOR SHARE`` on the lease row, then holder,
+    epoch and expiry by the database's clock), but it cannot hand a row back for the caller to
+    inspect, so it raises inside the server instead: SQLSTATE :data:`FENCE_SQLSTATE`, which aborts
+    the transaction before any later statement of the script runs. The detail field carries
+    ``"<epoch> <seconds remaining> <holder>"`` of the row it found (empty when there is none), for
+    :func:`fenced_out_from`. Values are inlined as literals because an anonymous ``DO`` block takes
+    no bind parameters; they are this node's own ids, quoted here.
+    """
+    now = str(db_now().compile(dialect=postgresql.dialect()))
+    ident = '"' + table.replace('"', '""') + '"'
+    name, who = _sql_literal(lease_name), _sql_literal(holder)
+    return (
+        f"DO {_DOLLAR_TAG} DECLARE r record; BEGIN "
+        f"SELECT holder, epoch, expires_at - {now} AS remaining INTO r FROM {ident} WHERE name = {name} FOR SHARE; "
+        f"IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = '{FENCE_SQLSTATE}', "
+        f"MESSAGE = 'fenced out: no lease row', DETAIL = ''; "
+        f"ELSIF r.holder IS DISTINCT FROM {who} OR r.epoch <> {int(epoch)} OR r.remaining <= 0 THEN "
+        f"RAISE EXCEPTION USING ERRCODE = '{FENCE_SQLSTATE}', MESSAGE = 'fenced out: the lease row names '"
+        f" || coalesce(r.holder, 'no holder') || ' at epoch ' || r.epoch, "
+        f"DETAIL = concat_ws(' ', r.epoch, r.remaining, r.holder); "
+        f"END IF; END {_DOLLAR_TAG}"
+    )
+
+
+def fenced_out_from(exc: BaseException, lease_name: str, holder: str, epoch: int) -> FencedOut | None:
+    """The :class:`FencedOut` that a failed :func:`postgres_fence_statement` stands for, else None.
+
+    Accepts the driver's error or SQLAlchemy's wrapper of it.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "pgcode", None) != FENCE_SQLSTATE:
+        return None
+    diag = getattr(orig, "diag", None)
+    detail = (getattr(diag, "message_detail", None) or "").split(" ", 2)
+    if len(detail) < 2:
+        return FencedOut(lease_name, expected_holder=holder, expected_epoch=epoch)
+    return FencedOut(
+        lease_name,
+        expected_holder=holder,
+        expected_epoch=epoch,
+        found_holder=detail[2] if len(detail) == 3 else None,
+        found_epoch=int(detail[0]),
+        remaining=float(detail[1]),
+    )

@@ -81,7 +81,7 @@ import sqlalchemy as sa
 from lease.clock import db_now
 from lease.engine import timeouts_of
 from lease.errors import FencedOut, LeaseUnavailable
-from lease.fence import check_fence
+from lease.fence import check_fence, fenced_out_from, postgres_fence_statement
 from lease.retry import is_transient, run_with_deadline
 from lease.schema import DEFAULT_TABLE_NAME, HOLDER_LENGTH, NAME_LENGTH, define_lease_table
 from lease.timings import LeaseTimings
@@ -180,6 +180,7 @@ class LeaderLease:
         self._op_lock = threading.Lock()
         self._term: _Term | None = None
         self._last_error: BaseException | None = None
+        self._fence_statements: dict[int, str] = {}
 
     # ------------------------------------------------------------------ properties
 
@@ -396,6 +397,28 @@ class LeaderLease:
 
         :raises FencedOut: not held, or the row no longer names this holder and epoch unexpired.
         """
+        check_fence(conn, self._table, self._name, self._holder, self._current_term().epoch)
+
+    def fence_statement(self) -> str:
+        """The fence as one SQL statement for this term (PostgreSQL only; see
+        :func:`lease.fence.postgres_fence_statement`): a writer puts it first in a transaction it
+        sends as one script, and passes any error to :meth:`fenced_out`.
+
+        :raises FencedOut: at once, without a query, when :meth:`is_held` is False.
+        """
+        term = self._current_term()
+        cached = self._fence_statements.get(term.epoch)
+        if cached is None:
+            cached = postgres_fence_statement(self._table.name, self._name, self._holder, term.epoch)
+            self._fence_statements = {term.epoch: cached}
+        return cached
+
+    def fenced_out(self, exc: BaseException, epoch: int) -> FencedOut | None:
+        """The :class:`FencedOut` that a failed :meth:`fence_statement` of ``epoch`` raised, or None
+        for any other error."""
+        return fenced_out_from(exc, self._name, self._holder, epoch)
+
+    def _current_term(self) -> _Term:
         term = self._term
         if term is None or not self.is_held():
             raise FencedOut(
@@ -405,7 +428,7 @@ class LeaderLease:
                 reason="this node does not hold the lease (not acquired, released, deposed, "
                 "or its renew deadline passed)",
             )
-        check_fence(conn, self._table, self._name, self._holder, term.epoch)
+        return term
 
     # ------------------------------------------------------------------ statements
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from collections.abc import KeysView
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,37 @@ LUIGI_STATIC = Path(luigi.__file__).resolve().parent / "static"
 RETRY_AFTER_SECONDS = "1"
 
 # Signatures are read once from the core; binding against them is how we reject a request whose
-# arguments do not fit with a 400 before it reaches the single writer.
+# arguments do not fit with a 400 before it reaches the core.
 _SIGNATURES = {name: inspect.signature(getattr(Scheduler, name)) for name in RPC_METHODS}
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What keyword arguments a method takes, for a check far cheaper than ``Signature.bind``."""
+
+    accepted: frozenset[str]
+    required: frozenset[str]
+    any_other: bool  # the method also takes **kwargs
+
+    @classmethod
+    def of(cls, signature: inspect.Signature) -> _Fit | None:
+        params = list(signature.parameters.values())[1:]  # without self
+        if any(p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) for p in params):
+            return None  # only binding can tell
+        named = [p for p in params if p.kind is not p.VAR_KEYWORD]
+        return cls(
+            frozenset(p.name for p in named),
+            frozenset(p.name for p in named if p.default is p.empty),
+            any_other=len(named) < len(params),
+        )
+
+    def admits(self, names: KeysView[str]) -> bool:
+        return self.required <= names and "self" not in names and (self.any_other or names <= self.accepted)
+
+
+# Signature.bind still runs for every request that does not pass the quick check, so the 400
+# names the problem in Python's own words.
+_FITS = {name: _Fit.of(signature) for name, signature in _SIGNATURES.items()}
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
@@ -79,9 +110,11 @@ async def _read_arguments(request: web.Request) -> dict[str, Any]:
 
 def _bind(method: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """Check the arguments against the RPC's signature; raise a 400 that names what is wrong."""
-    signature = _SIGNATURES[method]
+    fit = _FITS[method]
+    if fit is not None and fit.admits(arguments.keys()):
+        return arguments
     try:
-        signature.bind(None, **arguments)
+        _SIGNATURES[method].bind(None, **arguments)
     except TypeError as exc:
         raise web.HTTPBadRequest(
             text=_json_dumps({"error": f"{method}: {exc}", "status": 400}), content_type="application/json"

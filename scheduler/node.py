@@ -1,4 +1,4 @@
-"""One scheduler node: its role (standby or leader), the single writer, and group commit.
+"""One scheduler node: its role (standby or leader), the committer, and group commit.
 
 The node is where the three pure-ish parts meet: the lease (who may write), the core (what the
 state is) and the store (where it is durable). It owns these rules:
@@ -6,9 +6,12 @@ state is) and the store (where it is durable). It owns these rules:
 * **Only the leader has state.** A standby holds no task state at all. On winning the lease it
   loads the whole state from the database, gives every known worker a fresh
   ``worker_disconnect_delay`` grace period, and only then serves.
-* **One writer, group commit.** RPCs are queued; the writer applies every queued request to the
-  core, persists the batch's changes in ONE transaction that first checks the lease epoch (the
-  fence), and only then answers all of them. Nothing is acknowledged before it is committed.
+* **Group commit, nothing acknowledged before it is durable.** An RPC runs on the core at once
+  (the core is in-memory and the event loop runs one RPC at a time, as luigid's tornado thread
+  does), then waits for the commit round that persists what it changed or saw. One committer
+  writes rounds back to back, each in ONE fenced transaction: everything the core changed while
+  the previous round was committing goes into the next one, so the rounds grow with the load
+  and no RPC waits for more than the round in flight plus its own.
 * **When in doubt, step down.** A failed commit, a fenced-out write, a failed renewal or a renew
   deadline that passed: the node stops answering the task API at once, drops its in-memory state
   (memory may be ahead of the database) and becomes a standby again; clients retry elsewhere.
@@ -32,8 +35,10 @@ import structlog
 from lease import FencedOut, LeaderLease
 from scheduler.metrics import NodeMetrics
 from scheduler.sdnotify import notify
+from scheduler.store.writer import BatchWriter, open_writer
 
-MAX_BATCH = 512
+#: Longest a busy committer waits for the clients it just answered before the next round.
+GATHER_CAP = 0.002
 STANDBY_POLL = 0.2  # seconds between takeover attempts: a released lease is taken in well under 1 s
 SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take the lease first
 STARTUP_MARGIN = 1.0  # a (re)starting node lets running standbys have a held lease first
@@ -64,19 +69,22 @@ class RequestFailed(Exception):
 
 
 @dataclass
-class _Request:
-    method: str
-    kwargs: dict[str, Any]
-    future: asyncio.Future[Any] | None
-
-
-@dataclass
 class _Term:
-    """One leadership term: the state and the queue that live exactly as long as it does."""
+    """One leadership term: the state, its writer and the commit rounds that live as long as it.
+
+    ``next_round`` holds the RPCs waiting for the round that will take the core's current
+    changes; ``this_round`` those waiting for the round being committed right now (None when no
+    commit is in flight).
+    """
 
     epoch: int
     core: Any
-    queue: asyncio.Queue[_Request] = field(default_factory=asyncio.Queue)
+    writer: BatchWriter
+    next_round: list[asyncio.Future[None]] = field(default_factory=list)
+    this_round: list[asyncio.Future[None]] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    gather_target: int = 0  # while > 0: set ``gathered`` once next_round holds this many
+    gathered: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -172,13 +180,47 @@ class Node:
         }
 
     async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
-        """Run one RPC through the single writer; returns after its changes are committed."""
+        """Run one RPC on the core; return once everything it changed or saw is committed.
+
+        :raises NotLeader: not the leader, or leadership was lost before the commit (the RPC
+            may or may not have been persisted: every RPC is safe to repeat on the next leader).
+        :raises ValueError: bad arguments (the core changed nothing).
+        :raises RequestFailed: the core raised for another reason.
+        """
         term = self._term
         if term is None or not self.is_leader:
             raise NotLeader("this node is not the leader", self.leader_hint())
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        term.queue.put_nowait(_Request(method, kwargs, future))
-        return await future
+        try:
+            result = getattr(term.core, method)(**kwargs)
+        except ValueError:  # InvalidArgument is a ValueError: bad input, nothing changed
+            raise
+        except Exception as exc:
+            self.log.exception("rpc_raised", method=method)
+            failure = RequestFailed(f"{method} failed: {type(exc).__name__}: {exc}")
+            await self._durable(term)
+            raise failure from exc
+        await self._durable(term)
+        return result
+
+    async def _durable(self, term: _Term) -> None:
+        """Wait until the state this RPC changed or read is committed.
+
+        Uncommitted changes (ours or anyone's, which we may have read) go into the next round;
+        with none, only the round in flight can hold something we read; with neither, the state
+        we saw is already durable and the answer goes out at once (a ping, most reads).
+        """
+        if term.core.has_changes():
+            waiters = term.next_round
+            term.wake.set()
+        elif term.this_round is not None:
+            waiters = term.this_round
+        else:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(future)
+        if term.gather_target and len(term.next_round) >= term.gather_target:
+            term.gathered.set()
+        await future
 
     async def task_events(self, task_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """A task's durable status history, newest first (any node can read it)."""
@@ -297,10 +339,10 @@ class Node:
         if not self._lease.is_held():
             return f"lease won at epoch {epoch} but lost it while loading the state"
         self._last_db_ok = self._last_renew_ok = time.monotonic()
-        term = _Term(epoch=epoch, core=core)
+        term = _Term(epoch=epoch, core=core, writer=open_writer(self._store, self._lease))
         self._term = term
         self.role = Role.LEADER
-        term.tasks.append(asyncio.create_task(self._writer(term), name=f"writer-{epoch}"))
+        term.tasks.append(asyncio.create_task(self._committer(term), name=f"committer-{epoch}"))
         term.tasks.append(asyncio.create_task(self._pruner(term), name=f"pruner-{epoch}"))
         self.metrics.is_leader.set(1)
         self.metrics.lease_epoch.set(epoch)
@@ -344,7 +386,9 @@ class Node:
         for task in term.tasks:
             if task is not current:
                 task.cancel()
-        self._fail_queued(term, reason)
+        self._fail_waiters(term, reason)
+        # Closed off the loop: a commit may still be running in its thread and holds the connection.
+        asyncio.get_running_loop().run_in_executor(None, term.writer.close)
         if release:
             try:
                 await asyncio.to_thread(self._lease.release)
@@ -354,90 +398,116 @@ class Node:
         self.log.warning("stepped_down", reason=reason, epoch=term.epoch)
 
     @staticmethod
-    def _fail_queued(term: _Term, reason: str) -> None:
-        while not term.queue.empty():
-            request = term.queue.get_nowait()
-            if request.future is not None and not request.future.done():
-                request.future.set_exception(NotLeader(f"leadership lost ({reason}); retry"))
+    def _fail_waiters(term: _Term, reason: str) -> None:
+        for waiters in (term.this_round or [], term.next_round):
+            _fail(waiters, f"leadership lost ({reason}); retry")
+        term.next_round = []
 
     def _watchdog(self) -> None:
         """Feed systemd's watchdog only while we are healthy: a leader that cannot renew is not."""
         if self.role is not Role.LEADER or self._lease.is_held():
             notify("WATCHDOG=1")
 
-    # -- the single writer -------------------------------------------------------------------
+    # -- the committer ----------------------------------------------------------------------
 
     async def _pruner(self, term: _Term) -> None:
         while True:
             await asyncio.sleep(self._prune_interval)
-            term.queue.put_nowait(_Request("prune", {}, None))
-
-    async def _writer(self, term: _Term) -> None:
-        """Apply queued requests to the core in batches and commit each batch once."""
-        while self._term is term:
-            batch = [await term.queue.get()]
-            while len(batch) < MAX_BATCH and not term.queue.empty():
-                batch.append(term.queue.get_nowait())
             try:
-                async with term.commit_lock:
-                    failure = await self._commit_batch(term, batch)
-            except asyncio.CancelledError:
-                # Stepped down mid-commit: the outcome is unknown to us, so tell the clients to
-                # retry; every RPC is safe to repeat against the next leader.
-                self._abort(batch, "leadership lost during commit")
-                raise
+                term.core.prune()
+            except Exception:
+                self.log.exception("prune_raised")
+            if term.core.has_changes():
+                term.wake.set()
+
+    async def _committer(self, term: _Term) -> None:
+        """Commit rounds back to back while anything waits; step down when a commit fails.
+
+        Each round costs one durable commit (an fsync), so the fewer the rounds the better. When
+        a round ends while other RPCs already wait (busy), the next round waits a moment for the
+        clients just answered to send their next RPC: up to the last commit's duration,
+        never more than ``GATHER_CAP``, and not at all once they are all back. Without this, W
+        closed-loop workers settle into two alternating halves and each round carries about W/2
+        RPCs. Idle, a round starts at once: a lone client never waits for company.
+        """
+        returning = 0  # clients answered by the previous round, if it ended busy
+        last_commit = 0.0
+        while self._term is term:
+            await term.wake.wait()
+            term.wake.clear()
+            if not term.next_round and not term.core.has_changes():
+                continue
+            if returning:
+                await self._gather(term, len(term.next_round) + returning, min(GATHER_CAP, last_commit))
+            async with term.commit_lock:
+                failure, answered, last_commit = await self._commit_round(term)
             if failure is not None:
                 await self._step_down(failure)
                 return
-
-    async def _commit_batch(self, term: _Term, batch: list[_Request]) -> str | None:
-        """Apply, persist (fenced) and answer one batch; return a step-down reason on failure."""
-        outcomes = [self._apply_one(term.core, request) for request in batch]
-        changes = term.core.take_changes()
-        if not changes.empty:
-            if not self._lease.is_held():
-                self._abort(batch, "renew deadline passed before commit")
-                return "renew_deadline_passed"
-            started = time.monotonic()
-            try:
-                await asyncio.to_thread(self._store.apply, changes, epoch=term.epoch, fence=self._lease.fence)
-            except FencedOut as exc:
-                self._abort(batch, "fenced out by a newer leader")
-                self.log.error("write_fenced_out", epoch=term.epoch, error=str(exc))
-                return "fenced_out"
-            except Exception as exc:
-                self._abort(batch, "commit failed")
-                self.log.error("commit_failed", epoch=term.epoch, error=str(exc))
-                return "commit_failed"
-            self.metrics.commit_seconds.observe(time.monotonic() - started)
-            self._log_events(changes.events)
-        self.metrics.commit_batch.observe(len(batch))
-        for request, (ok, value) in zip(batch, outcomes, strict=True):
-            if request.future is None or request.future.done():
-                continue
-            if ok:
-                request.future.set_result(value)
-            else:
-                request.future.set_exception(value)
-        return None
-
-    def _apply_one(self, core: Any, request: _Request) -> tuple[bool, Any]:
-        try:
-            return True, getattr(core, request.method)(**request.kwargs)
-        except ValueError as exc:  # InvalidArgument is a ValueError: bad input, nothing changed
-            return False, exc
-        except Exception as exc:
-            self.log.exception("rpc_raised", method=request.method)
-            return False, RequestFailed(f"{request.method} failed: {type(exc).__name__}: {exc}")
+            returning = answered if term.next_round else 0
 
     @staticmethod
-    def _abort(batch: list[_Request], why: str) -> None:
-        for request in batch:
-            if request.future is not None and not request.future.done():
-                request.future.set_exception(NotLeader(f"not committed: {why}; retry"))
+    async def _gather(term: _Term, target: int, timeout: float) -> None:
+        """Wait until ``target`` RPCs wait for the next round, or ``timeout`` seconds."""
+        if timeout <= 0 or len(term.next_round) >= target:
+            return
+        term.gathered.clear()
+        term.gather_target = target
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(term.gathered.wait(), timeout)
+        finally:
+            term.gather_target = 0
+
+    async def _commit_round(self, term: _Term) -> tuple[str | None, int, float]:
+        """Persist (fenced) what the core changed and answer the round.
+
+        Returns a step-down reason (None if committed), the number of RPCs answered, and the
+        commit's duration in seconds.
+        """
+        changes = term.core.take_changes()
+        waiters, term.next_round = term.next_round, []
+        term.this_round = waiters
+        elapsed = 0.0
+        try:
+            if not changes.empty:
+                if not self._lease.is_held():
+                    _fail(waiters, "not committed: renew deadline passed before commit; retry")
+                    return "renew_deadline_passed", 0, elapsed
+                started = time.monotonic()
+                try:
+                    await asyncio.to_thread(term.writer.apply, changes, term.epoch)
+                except FencedOut as exc:
+                    _fail(waiters, "not committed: fenced out by a newer leader; retry")
+                    self.log.error("write_fenced_out", epoch=term.epoch, error=str(exc))
+                    return "fenced_out", 0, elapsed
+                except asyncio.CancelledError:
+                    # Stepped down mid-commit: the outcome is unknown to us, so the clients retry.
+                    _fail(waiters, "leadership lost during commit; retry")
+                    raise
+                except Exception as exc:
+                    _fail(waiters, "not committed: commit failed; retry")
+                    self.log.error("commit_failed", epoch=term.epoch, error=str(exc))
+                    return "commit_failed", 0, elapsed
+                elapsed = time.monotonic() - started
+                self.metrics.commit_seconds.observe(elapsed)
+                self._log_events(changes.events)
+        finally:
+            term.this_round = None
+        self.metrics.commit_batch.observe(len(waiters))
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+        return None, len(waiters), elapsed
 
     def _log_events(self, events: list[dict[str, Any]]) -> None:
         for event in events:
             self.log.info(
                 "task_status", task_id=event.get("task_id"), status=event.get("status"), worker=event.get("worker")
             )
+
+
+def _fail(waiters: list[asyncio.Future[None]], why: str) -> None:
+    for future in waiters:
+        if not future.done():
+            future.set_exception(NotLeader(why))

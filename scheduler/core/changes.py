@@ -61,6 +61,10 @@ class ChangeLog:
     def event(self, task_id: str, status: str, at: float, worker: str | None, host: str | None) -> None:
         self.events.append({"task_id": task_id, "status": status, "at": at, "worker": worker, "host": host})
 
+    def __bool__(self) -> bool:
+        """True while anything is recorded that ``take_changes()`` has not handed out yet."""
+        return bool(self.tasks or self.workers or self.meta or self.events)
+
     def clear(self) -> None:
         self.tasks = set()
         self.workers = set()

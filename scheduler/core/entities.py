@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .constants import VISIBILITY_HIDDEN, VISIBILITY_PUBLIC
-from .retry import RetryPolicy, policy_from_row
+from .retry import _ROW_POLICIES, RetryPolicy, policy_from_row
 
 # Persisted task fields, in row order.  ``seq`` keeps the creation order (the rank tie-break).
 TASK_ROW_KEYS = (
@@ -262,18 +262,18 @@ class Task:
 
     @classmethod
     def _from_complete_row(cls, row: Mapping[str, Any], default_policy: RetryPolicy, fallback_seq: int) -> Task:
-        task = cls.__new__(cls)
+        task = _new_object(cls)
         task.id = row["id"]
         task.status = row["status"]
         task.family = row["family"] or ""
         task.module = row["module"]
-        task.updated = row["updated"]
+        task.updated = updated = row["updated"]
         created = row["time"]
-        task.time = task.updated if created is None else created
+        task.time = updated if created is None else created
         seq = row["seq"]
         task.seq = fallback_seq if seq is None else seq
         deps = row["deps"]
-        task.deps = dict.fromkeys(deps) if deps else {}
+        task.deps = _fromkeys(deps) if deps else {}
         task.params = row["params"] or {}
         task.param_visibilities = row["param_visibilities"] or {}
         task.priority = row["priority"] or 0
@@ -281,9 +281,9 @@ class Task:
         running = row["resources_running"]
         task.resources_running = None if running is None else dict(running)
         stakeholders = row["stakeholders"]
-        task.stakeholders = dict.fromkeys(stakeholders) if stakeholders else {}
+        task.stakeholders = _fromkeys(stakeholders) if stakeholders else {}
         workers = row["workers"]
-        task.workers = dict.fromkeys(workers) if workers else {}
+        task.workers = _fromkeys(workers) if workers else {}
         task.worker_running = row["worker_running"]
         task.time_running = row["time_running"]
         task.retry = row["retry"]
@@ -294,7 +294,16 @@ class Task:
         task.progress_percentage = row["progress_percentage"]
         task.accepts_messages = row["accepts_messages"] is True
         policy = row["retry_policy"]
-        task.retry_policy = policy_from_row(policy, default_policy) if policy else default_policy
+        if not policy:
+            task.retry_policy = default_policy
+        else:
+            # policy_from_row's cache, looked up inline: nearly every row hits it.
+            try:
+                task.retry_policy = _ROW_POLICIES[
+                    policy["retry_count"], policy["disable_hard_timeout"], policy["disable_window"]
+                ]
+            except (KeyError, TypeError):
+                task.retry_policy = policy_from_row(policy, default_policy)
         failures = row["failures"]
         task.failures = tuple(failures) if failures else ()
         task.first_failure_time = row["first_failure_time"]
@@ -316,6 +325,10 @@ class Task:
         task.ix_batch_run = None
         task.ix_batch = None
         return task
+
+
+_new_object = object.__new__
+_fromkeys = dict.fromkeys
 
 
 # Defaults for rows written by older versions or by hand (every key optional but id/status/updated).

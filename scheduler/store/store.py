@@ -18,15 +18,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from lease import redact_url
+from scheduler.core.persistence import gc_paused
 from scheduler.core.validation import id_problem
 from scheduler.store import migrate
-from scheduler.store.codec import dumps, gc_paused, loads, loads_rows
+from scheduler.store.codec import dumps, loads, loads_rows
 from scheduler.store.errors import StoreError, describe
 from scheduler.store.tables import (
     FAMILY_LENGTH,
@@ -207,8 +209,8 @@ class Store:
                     if self._is_pg:
                         # The engine's statement timeout is sized for the lease, not for a big state.
                         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.load_timeout * 1000)}")
-                    task_data = conn.exec_driver_sql(self._sql_load_tasks).scalars().all()
-                    worker_data = conn.exec_driver_sql(self._sql_load_workers).scalars().all()
+                    task_data = self._texts(conn, self._sql_load_tasks)
+                    worker_data = self._texts(conn, self._sql_load_workers)
                     meta_items = conn.execute(sa.select(meta.c.key, meta.c.value)).all()
             try:
                 return Snapshot(
@@ -218,6 +220,20 @@ class Store:
                 )
             except ValueError as exc:
                 raise StoreError(f"load_all failed on {redact_url(self.engine.url)}: {exc}") from exc
+
+    def _texts(self, conn: sa.Connection, sql: str) -> list[str]:
+        """The one text column that ``sql`` selects, as a list.
+
+        On PostgreSQL straight from the DBAPI cursor: psycopg2 holds the whole result in client
+        memory once ``execute`` returns (so this read cannot fail half-way on the network), and
+        skipping SQLAlchemy's per-row ``Row`` objects saves ~40 ms per 100,000 task rows.
+        """
+        result = conn.exec_driver_sql(sql)
+        if not self._is_pg:
+            return result.scalars().all()
+        rows = result.cursor.fetchall()
+        result.close()
+        return [text for (text,) in rows]
 
     def task_events(self, task_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The task's status history, newest first (insertion order, not clock order)."""
@@ -259,78 +275,103 @@ class Store:
         write never lands (and a takeover, which needs that row exclusively, waits for us).
         Whatever ``fence`` raises propagates unchanged; database failures raise
         :class:`StoreError`. A batch with nothing in it is not written (and not fenced).
+
+        This is the portable path, a statement per table; the node's writer
+        (:mod:`scheduler.store.writer`) sends the same rows as one script on PostgreSQL.
         """
-        task_rows, task_deletes = self._task_params(changes.tasks, epoch)
-        worker_rows, worker_deletes = self._worker_params(changes.workers, epoch)
-        meta_rows = [
-            {"key": _checked(k, "meta key", MAX_META_KEY_LENGTH), "value": dumps(v), "epoch": epoch}
-            for k, v in changes.meta.items()
-        ]
-        event_rows = self._event_params(changes.events, epoch)
-        if not (task_rows or task_deletes or worker_rows or worker_deletes or meta_rows or event_rows):
+        rows = batch_rows(changes, epoch)
+        if rows.empty:
             return
         with self._errors("apply"), self.engine.begin() as conn:
             if fence is not None:
                 fence(conn)
-            if task_rows:
-                conn.execute(self._upsert_tasks, task_rows)
-            for ids in _chunks(task_deletes, DELETE_CHUNK):
+            if rows.tasks:
+                conn.execute(self._upsert_tasks, rows.tasks)
+            for ids in _chunks(rows.task_deletes, DELETE_CHUNK):
                 conn.execute(self._delete_tasks, {"ids": ids})
-            if worker_rows:
-                conn.execute(self._upsert_workers, worker_rows)
-            for ids in _chunks(worker_deletes, DELETE_CHUNK):
+            if rows.workers:
+                conn.execute(self._upsert_workers, rows.workers)
+            for ids in _chunks(rows.worker_deletes, DELETE_CHUNK):
                 conn.execute(self._delete_workers, {"ids": ids})
-            if meta_rows:
-                conn.execute(self._upsert_meta, meta_rows)
-            if event_rows:
-                conn.execute(self._insert_events, event_rows)
+            if rows.meta:
+                conn.execute(self._upsert_meta, rows.meta)
+            if rows.events:
+                conn.execute(self._insert_events, rows.events)
 
-    @staticmethod
-    def _task_params(changed: Mapping[str, dict | None], epoch: int) -> tuple[list[dict], list[str]]:
-        rows: list[dict] = []
-        deletes: list[str] = []
-        for task_id, row in changed.items():
-            _checked(task_id, "task id")
-            if row is None:
-                deletes.append(task_id)
-                continue
-            rows.append(
-                {
-                    "task_id": task_id,
-                    "status": _status(row["status"], f"task {task_id!r}"),
-                    "family": _informational(row["family"] or "", FAMILY_LENGTH),
-                    "updated": row["updated"] or 0.0,
-                    "epoch": epoch,
-                    "data": dumps(row),
-                }
-            )
-        return rows, deletes
 
-    @staticmethod
-    def _worker_params(changed: Mapping[str, dict | None], epoch: int) -> tuple[list[dict], list[str]]:
-        rows: list[dict] = []
-        deletes: list[str] = []
-        for worker_id, row in changed.items():
-            _checked(worker_id, "worker id")
-            if row is None:
-                deletes.append(worker_id)
-            else:
-                rows.append({"worker_id": worker_id, "epoch": epoch, "data": dumps(row)})
-        return rows, deletes
+@dataclass
+class BatchRows:
+    """One batch's changes as checked table rows (dicts keyed by column name), ready to write."""
 
-    @staticmethod
-    def _event_params(events: Iterable[dict], epoch: int) -> list[dict]:
-        rows = []
-        for event in events:
-            task_id = _checked(event["task_id"], "event task id")
-            rows.append(
-                {
-                    "task_id": task_id,
-                    "status": _status(event["status"], f"event of {task_id!r}"),
-                    "at": event["at"],
-                    "worker": _informational(event.get("worker"), MAX_ID_LENGTH),
-                    "host": _informational(event.get("host"), HOST_LENGTH),
-                    "epoch": epoch,
-                }
-            )
-        return rows
+    tasks: list[dict[str, Any]]
+    task_deletes: list[str]
+    workers: list[dict[str, Any]]
+    worker_deletes: list[str]
+    meta: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.tasks or self.task_deletes or self.workers or self.worker_deletes or self.meta or self.events)
+
+
+def batch_rows(changes: ChangesLike, epoch: int) -> BatchRows:
+    """Check and convert a batch; raises :class:`StoreError` naming a value no database could take."""
+    task_rows, task_deletes = _task_params(changes.tasks, epoch)
+    worker_rows, worker_deletes = _worker_params(changes.workers, epoch)
+    meta_rows = [
+        {"key": _checked(k, "meta key", MAX_META_KEY_LENGTH), "value": dumps(v), "epoch": epoch}
+        for k, v in changes.meta.items()
+    ]
+    events = _event_params(changes.events, epoch)
+    return BatchRows(task_rows, task_deletes, worker_rows, worker_deletes, meta_rows, events)
+
+
+def _task_params(changed: Mapping[str, dict | None], epoch: int) -> tuple[list[dict], list[str]]:
+    rows: list[dict] = []
+    deletes: list[str] = []
+    for task_id, row in changed.items():
+        _checked(task_id, "task id")
+        if row is None:
+            deletes.append(task_id)
+            continue
+        rows.append(
+            {
+                "task_id": task_id,
+                "status": _status(row["status"], f"task {task_id!r}"),
+                "family": _informational(row["family"] or "", FAMILY_LENGTH),
+                "updated": row["updated"] or 0.0,
+                "epoch": epoch,
+                "data": dumps(row),
+            }
+        )
+    return rows, deletes
+
+
+def _worker_params(changed: Mapping[str, dict | None], epoch: int) -> tuple[list[dict], list[str]]:
+    rows: list[dict] = []
+    deletes: list[str] = []
+    for worker_id, row in changed.items():
+        _checked(worker_id, "worker id")
+        if row is None:
+            deletes.append(worker_id)
+        else:
+            rows.append({"worker_id": worker_id, "epoch": epoch, "data": dumps(row)})
+    return rows, deletes
+
+
+def _event_params(events: Iterable[dict], epoch: int) -> list[dict]:
+    rows = []
+    for event in events:
+        task_id = _checked(event["task_id"], "event task id")
+        rows.append(
+            {
+                "task_id": task_id,
+                "status": _status(event["status"], f"event of {task_id!r}"),
+                "at": event["at"],
+                "worker": _informational(event.get("worker"), MAX_ID_LENGTH),
+                "host": _informational(event.get("host"), HOST_LENGTH),
+                "epoch": epoch,
+            }
+        )
+    return rows

@@ -37,3 +37,16 @@ def test_a_damaged_row_is_named(bad: str) -> None:
 
 def test_text_is_compact_ascii_json() -> None:
     assert dumps({"a": [1, "é"]}) == '{"a":[1,"\\u00e9"]}'
+
+
+def test_rows_decode_across_chunk_boundaries() -> None:
+    from scheduler.store.codec import DECODE_CHUNK
+
+    for n in (DECODE_CHUNK - 1, DECODE_CHUNK, DECODE_CHUNK + 1, 2 * DECODE_CHUNK + 1):
+        values = [{"i": i, "s": "x" * (i % 3)} for i in range(n)]
+        texts = [dumps(v) for v in values]
+        assert loads_rows(texts) == values
+        assert loads_rows(tuple(texts)) == values  # any sequence; the caller's list is left alone
+        assert texts == [dumps(v) for v in values]
+    with pytest.raises(ValueError, match="not valid JSON"):
+        loads_rows([dumps({"i": i}) for i in range(DECODE_CHUNK)] + ['{"i":'])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 from core_harness import FakeClock, Harness
 
 from scheduler.core import Changes, Scheduler, SchedulerSettings, Snapshot
+from scheduler.core.entities import Task
 
 REQUIRED_TASK_KEYS = {"id", "status", "family", "updated"}
 
@@ -143,6 +145,33 @@ def test_export_then_restore_gives_the_same_answers(h: Harness, clock: FakeClock
     assert other.get_work(worker="W2", current_tasks=[]) == h.s.get_work(worker="W2", current_tasks=[])
     assert other.get_work(worker="W1", current_tasks=["Flaky"]) == h.s.get_work(worker="W1", current_tasks=["Flaky"])
     assert other.export() == h.s.export()
+
+
+def test_restore_hands_its_objects_to_the_oldest_gc_generation(h: Harness, clock: FakeClock) -> None:
+    """Restored tasks are not left for the young generations (the collector would scan them all
+    again, twice), the collector ends up as restore found it, and frozen objects stay frozen."""
+    for i in range(200):
+        h.add(f"T{i}", deps=[f"T{i - 1}"] if i else None)
+    snapshot = roundtrip(h.s.export())
+
+    def young_tasks() -> int:
+        return sum(isinstance(o, Task) for gen in (0, 1) for o in gc.get_objects(generation=gen))
+
+    was_enabled = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            other = fresh(clock)
+            other.restore(snapshot)
+            assert gc.isenabled() is enabled
+            assert len(other._tasks) == 200 and young_tasks() == 0
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        fresh(clock).restore(snapshot)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+        (gc.enable if was_enabled else gc.disable)()
 
 
 def test_restore_replaces_all_previous_state(h: Harness, clock: FakeClock) -> None:

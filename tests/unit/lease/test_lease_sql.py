@@ -14,6 +14,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from lease import FencedOut, define_lease_table
 from lease.clock import db_now
+from lease.fence import FENCE_SQLSTATE, fenced_out_from, postgres_fence_statement
 from lease.retry import is_transient, run_with_deadline
 
 
@@ -120,3 +121,32 @@ def test_errors_that_will_not_clear_up_are_not_retried():
         run_with_deadline(broken, deadline=10.0, monotonic=_Clock(), what="test")
     assert calls == [1]
     assert not is_transient(ValueError("not a database error"))
+
+
+def test_the_one_statement_fence_locks_the_row_and_checks_holder_epoch_and_expiry() -> None:
+    sql = postgres_fence_statement("lh_leases", "scheduler", "node-a:12:ab", 7)
+    assert 'FROM "lh_leases" WHERE name = \'scheduler\' FOR SHARE' in sql
+    assert "r.holder IS DISTINCT FROM 'node-a:12:ab' OR r.epoch <> 7 OR r.remaining <= 0" in sql
+    assert "clock_timestamp()" in sql and f"ERRCODE = '{FENCE_SQLSTATE}'" in sql
+
+
+def test_the_one_statement_fence_quotes_what_it_inlines_and_refuses_what_it_cannot() -> None:
+    assert "'it''s:1:x'" in postgres_fence_statement("lh_leases", "scheduler", "it's:1:x", 1)
+    for bad in ("a$lh_fence$b", "nul\x00"):
+        with pytest.raises(ValueError, match="cannot fence"):
+            postgres_fence_statement("lh_leases", "scheduler", bad, 1)
+
+
+class _PgError(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        self.pgcode = code
+        self.diag = type("Diag", (), {"message_detail": detail})()
+
+
+def test_a_fence_error_from_the_server_becomes_fenced_out_naming_the_row_it_found() -> None:
+    fenced = fenced_out_from(_PgError(FENCE_SQLSTATE, "8 -0.25 node-b:3:cd"), "scheduler", "node-a:12:ab", 7)
+    assert isinstance(fenced, FencedOut)
+    assert (fenced.found_holder, fenced.found_epoch, fenced.remaining) == ("node-b:3:cd", 8, -0.25)
+    freed = fenced_out_from(_PgError(FENCE_SQLSTATE, "8 -0.25"), "scheduler", "node-a:12:ab", 7)
+    assert freed is not None and freed.found_holder is None
+    assert fenced_out_from(_PgError("23505", ""), "scheduler", "node-a:12:ab", 7) is None

@@ -1,0 +1,125 @@
+"""The leader's batch writer (scheduler.store.writer), under a real lease on each real database.
+
+PostgreSQL gets the one-round-trip script writer; the others the portable statement writer.
+Both must keep the same contract: a batch lands whole or not at all, and only while the lease
+row still names this holder and epoch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from lease import FencedOut, LeaderLease, LeaseTimings
+from scheduler.store import Store
+from scheduler.store.tables import leases
+from scheduler.store.writer import BatchWriter, PostgresScriptWriter, StatementWriter, open_writer
+from tests.integration.store.helpers import changes, event, task_row
+
+TIMINGS = LeaseTimings(ttl=30, renew_interval=5, renew_deadline=20)
+
+
+@pytest.fixture
+def lease(store: Store) -> LeaderLease:
+    lease = LeaderLease(store.engine, "scheduler", "node-a:1:x", TIMINGS, table=leases)
+    assert lease.try_acquire() == 1
+    return lease
+
+
+@pytest.fixture
+def writer(store: Store, lease: LeaderLease) -> Iterator[BatchWriter]:
+    w = open_writer(store, lease)
+    yield w
+    w.close()
+
+
+def take_over(store: Store, holder: str = "node-b:2:y") -> None:
+    """What another node's acquire does to the lease row: a new holder and epoch."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(leases).where(leases.c.name == "scheduler").values(holder=holder, epoch=2))
+
+
+def test_postgres_gets_the_script_writer_and_the_others_the_portable_one(store: Store, writer: BatchWriter) -> None:
+    expected = PostgresScriptWriter if store.engine.dialect.name == "postgresql" else StatementWriter
+    assert type(writer) is expected
+
+
+def test_a_batch_lands_whole_with_its_epoch(store: Store, writer: BatchWriter) -> None:
+    writer.apply(
+        changes(
+            tasks={"A": task_row("A", "RUNNING"), "B(x='it''s')": task_row("B(x='it''s')")},
+            workers={"w1": {"id": "w1"}},
+            meta={"paused": True},
+            events=[event("A", "RUNNING", 5.0)],
+        ),
+        1,
+    )
+    writer.apply(changes(tasks={"A": task_row("A", "DONE"), "B(x='it''s')": None}, workers={"w1": None}), 1)
+    snap = store.load_all()
+    assert snap.tasks == [task_row("A", "DONE")]
+    assert (snap.workers, snap.meta) == ([], {"paused": True})
+    assert [e["status"] for e in store.task_events("A")] == ["RUNNING"]
+    assert store.max_epoch() == 1
+
+
+def test_a_deposed_leaders_batch_is_refused_and_nothing_of_it_lands(store: Store, writer: BatchWriter) -> None:
+    writer.apply(changes(tasks={"A": task_row("A")}), 1)
+    take_over(store)
+    with pytest.raises(FencedOut) as refused:
+        writer.apply(changes(tasks={"A": None, "B": task_row("B")}, events=[event("B", "PENDING", 1.0)]), 1)
+    assert (refused.value.found_holder, refused.value.found_epoch) == ("node-b:2:y", 2)
+    assert store.load_all().tasks == [task_row("A")]
+    assert store.task_events("B") == []
+
+
+def test_a_failed_batch_leaves_nothing_and_the_writer_goes_on(store: Store, writer: BatchWriter) -> None:
+    writer.apply(changes(tasks={"A": task_row("A")}), 1)
+    with pytest.raises(Exception, match="cannot store"):  # a status longer than the column
+        writer.apply(changes(tasks={"B": task_row("B")}, events=[event("B", "X" * 40, 1.0)]), 1)
+    writer.apply(changes(tasks={"C": task_row("C")}), 1)
+    assert sorted(t["id"] for t in store.load_all().tasks) == ["A", "C"]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_database_error_inside_the_script_rolls_it_all_back(store: Store, writer: BatchWriter) -> None:
+    with store.engine.begin() as conn:  # make the events insert fail on the server, after the task upsert
+        conn.exec_driver_sql("ALTER TABLE lh_task_events ADD CONSTRAINT no_b CHECK (task_id <> 'B')")
+    with pytest.raises(Exception, match="no_b"):
+        writer.apply(changes(tasks={"B": task_row("B")}, events=[event("B", "PENDING", 1.0)]), 1)
+    writer.apply(changes(tasks={"C": task_row("C")}), 1)  # the aborted transaction was rolled back
+    assert [t["id"] for t in store.load_all().tasks] == ["C"]
+
+
+@pytest.mark.parametrize("db_url", ["postgres", "mariadb"], indirect=True)
+def test_a_batch_waits_for_a_takeover_in_progress_and_is_then_refused(store: Store, writer: BatchWriter) -> None:
+    """The fence's share lock waits for the takeover's exclusive one, then re-reads the new epoch."""
+    outcome: list[BaseException | None] = []
+    with store.engine.connect() as takeover:
+        with takeover.begin():
+            takeover.execute(sa.update(leases).where(leases.c.name == "scheduler").values(holder="b", epoch=2))
+
+            def write() -> None:
+                try:
+                    writer.apply(changes(tasks={"A": task_row("A")}), 1)
+                    outcome.append(None)
+                except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=write)
+            thread.start()
+            time.sleep(0.5)
+            assert outcome == [], "the batch must wait while the takeover holds the lease row"
+        thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], FencedOut)
+    assert store.load_all().tasks == []
+
+
+def test_past_the_renew_deadline_nothing_is_sent(store: Store, lease: LeaderLease, writer: BatchWriter) -> None:
+    lease.release()
+    with pytest.raises(FencedOut, match="does not hold the lease"):
+        writer.apply(changes(tasks={"A": task_row("A")}), 1)
+    assert store.load_all().tasks == []
