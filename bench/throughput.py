@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,35 @@ class Run:
         }
 
 
+def run_together(procs: list[Any], ready: Any, go: Any, out: Any, *, result_timeout: float, what: str,
+                 on_start: Callable[[float], None] | None = None) -> tuple[float, list[dict[str, Any]]]:
+    """Start ``procs``, wait until each is ready, release them at once, collect one result each.
+
+    Returns the release time (monotonic) and the results; raises if any process reported a fatal
+    error. Every process is joined (killed if it hangs) before this returns.
+    """
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=120)
+        started = time.monotonic()
+        if on_start is not None:
+            on_start(started)
+        go.set()
+        results = [out.get(timeout=result_timeout) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    fatal = [r["fatal"] for r in results if "fatal" in r]
+    if fatal:
+        raise RuntimeError(f"{what} failed: {fatal[0]}")
+    return started, results
+
+
 def shards(dag: list[dict[str, Any]], k: int) -> list[list[dict[str, Any]]]:
     """``k`` contiguous slices of the DAG's registration order (parents stay before children within each)."""
     size = -(-len(dag) // k)
@@ -319,23 +349,7 @@ def register(url: str, client_kind: str, worker: str, dag: list[dict[str, Any]],
     parts = shards(dag, clients)
     procs = [ctx.Process(target=register_client, args=(url, client_kind, worker, part, ready, go, out), daemon=True)
              for part in parts]
-    for p in procs:
-        p.start()
-    try:
-        for _ in procs:
-            ready.get(timeout=120)
-        started = time.monotonic()
-        go.set()
-        results = [out.get(timeout=3600) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    fatal = [r["fatal"] for r in results if "fatal" in r]
-    if fatal:
-        raise RuntimeError(f"a registering client failed: {fatal[0]}")
+    started, results = run_together(procs, ready, go, out, result_timeout=3600, what="a registering client")
     return max(r["finished"] for r in results) - started
 
 
@@ -361,23 +375,9 @@ def measure(scheduler: str, url: str, pid: int, dag: list[dict[str, Any]], worke
         procs = [ctx.Process(target=drain_worker, args=(url, client_kind, n, budget, ready, go, t0, done, out),
                              daemon=True)
                  for _ in range(workers)]
-        for p in procs:
-            p.start()
-        try:
-            for _ in procs:
-                ready.get(timeout=120)
-            t0.value = time.monotonic()
-            go.set()
-            results = [out.get(timeout=budget + 660) for _ in procs]
-        finally:
-            for p in procs:
-                p.join(timeout=30)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
-        fatal = [r["fatal"] for r in results if "fatal" in r]
-        if fatal:
-            raise RuntimeError(f"{scheduler} N={n}: a drain worker failed: {fatal[0]}")
+        _, results = run_together(procs, ready, go, out, result_timeout=budget + 660,
+                                  what=f"{scheduler} N={n}: a drain worker",
+                                  on_start=lambda at: setattr(t0, "value", at))
         deadline = t0.value + budget
         completions = sorted(c for r in results for c in r["completed"])
         ids = [i for r in results for i in r["ids"]]
