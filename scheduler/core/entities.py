@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .constants import VISIBILITY_HIDDEN, VISIBILITY_PUBLIC
-from .retry import _ROW_POLICIES, RetryPolicy, policy_from_row
+from .retry import RetryPolicy, policy_from_row
 
 # Persisted task fields, in row order.  ``seq`` keeps the creation order (the rank tie-break).
 TASK_ROW_KEYS = (
@@ -294,16 +294,7 @@ class Task:
         task.progress_percentage = row["progress_percentage"]
         task.accepts_messages = row["accepts_messages"] is True
         policy = row["retry_policy"]
-        if not policy:
-            task.retry_policy = default_policy
-        else:
-            # policy_from_row's cache, looked up inline: nearly every row hits it.
-            try:
-                task.retry_policy = _ROW_POLICIES[
-                    policy["retry_count"], policy["disable_hard_timeout"], policy["disable_window"]
-                ]
-            except (KeyError, TypeError):
-                task.retry_policy = policy_from_row(policy, default_policy)
+        task.retry_policy = policy_from_row(policy, default_policy) if policy else default_policy
         failures = row["failures"]
         task.failures = tuple(failures) if failures else ()
         task.first_failure_time = row["first_failure_time"]

@@ -23,7 +23,10 @@ MySQL/MariaDB and SQLite keep the portable path (their drivers run one statement
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.dialects import postgresql
 
 from scheduler.store.errors import StoreError, describe
 from scheduler.store.store import BatchRows, ChangesLike, batch_rows
@@ -75,14 +78,20 @@ class StatementWriter:
         """Nothing to release: connections belong to the engine's pool."""
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+_quote = postgresql.dialect().identifier_preparer.quote
 
 
-def _on_conflict(table: sa.Table, columns: list[str]) -> str:
-    keys = [c.name for c in table.primary_key.columns]
-    updates = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in columns if c not in keys)
-    return f" ON CONFLICT ({', '.join(map(_quote, keys))}) DO UPDATE SET {updates}"
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: sa.Table, columns: tuple[str, ...], rows: int, *, upsert: bool) -> str:
+    """``INSERT INTO t (cols) VALUES (%s, ...), ...`` for ``rows`` rows, with ``ON CONFLICT (key)
+    DO UPDATE`` of every other column if ``upsert``. Cached: batch sizes repeat under load."""
+    one = "(" + ",".join(["%s"] * len(columns)) + ")"
+    sql = f"INSERT INTO {_quote(table.name)} ({', '.join(map(_quote, columns))}) VALUES " + ",".join([one] * rows)
+    if upsert:
+        keys = [c.name for c in table.primary_key.columns]
+        updates = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in columns if c not in keys)
+        sql += f" ON CONFLICT ({', '.join(map(_quote, keys))}) DO UPDATE SET {updates}"
+    return sql
 
 
 class PostgresScriptWriter:
@@ -161,9 +170,5 @@ class PostgresScriptWriter:
 
 def _insert(cur: Any, table: sa.Table, rows: list[dict[str, Any]], *, upsert: bool) -> bytes:
     """One multi-row INSERT (an upsert on the primary key if asked), values quoted by the driver."""
-    columns = list(rows[0])
-    one = "(" + ",".join(["%s"] * len(columns)) + ")"
-    sql = f"INSERT INTO {_quote(table.name)} ({', '.join(map(_quote, columns))}) VALUES " + ",".join([one] * len(rows))
-    if upsert:
-        sql += _on_conflict(table, columns)
-    return cur.mogrify(sql, [row[c] for row in rows for c in columns])
+    columns = tuple(rows[0])
+    return cur.mogrify(_insert_sql(table, columns, len(rows), upsert=upsert), [row[c] for row in rows for c in columns])
