@@ -69,7 +69,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-__all__ = ["DbTimeouts", "create_engine", "normalize_url", "redact_url", "timeouts_of"]
+__all__ = ["DbTimeouts", "create_engine", "driver_connect_kwargs", "normalize_url", "redact_url", "timeouts_of"]
 
 # Scheme as written -> driver we use. Only drivers installed with luigi-ha are accepted, because
 # the connect arguments below are driver specific.
@@ -88,6 +88,8 @@ _DRIVERS: dict[str, str] = {
 # The timeouts each engine made here was configured with, so the lease can keep its own
 # per-transaction limits no looser than the engine's (see LeaderLease._in_txn).
 _ENGINE_TIMEOUTS: weakref.WeakKeyDictionary[sa.Engine, DbTimeouts] = weakref.WeakKeyDictionary()
+# The driver arguments each engine made here connects with, for connections opened outside it.
+_ENGINE_CONNECT_ARGS: weakref.WeakKeyDictionary[sa.Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 _SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
@@ -208,12 +210,24 @@ def create_engine(url: str | URL, *, statement_timeout: float = 3.0, pool_size: 
     if backend == "sqlite":
         _install_sqlite_hooks(engine, t)
     _ENGINE_TIMEOUTS[engine] = t
+    _ENGINE_CONNECT_ARGS[engine] = connect_args
     return engine
 
 
 def timeouts_of(engine: sa.Engine) -> DbTimeouts | None:
     """The timeouts ``engine`` was created with by :func:`create_engine` (None for other engines)."""
     return _ENGINE_TIMEOUTS.get(engine)
+
+
+def driver_connect_kwargs(engine: sa.Engine) -> dict[str, Any]:
+    """Keyword arguments for the driver's ``connect()`` that reach the database exactly as the
+    engine's own connections do (address, credentials, timeouts, keepalives).
+
+    For a connection that cannot come from the engine's pool, such as psycopg2's asynchronous
+    mode; it keeps every guarantee the module docstring lists for the dialect.
+    """
+    _, params = engine.dialect.create_connect_args(engine.url)
+    return {**params, **_ENGINE_CONNECT_ARGS.get(engine, {})}
 
 
 def _uses_queue_pool(u: URL, kw: dict[str, Any]) -> bool:

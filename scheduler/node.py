@@ -37,8 +37,6 @@ from scheduler.metrics import NodeMetrics
 from scheduler.sdnotify import notify
 from scheduler.store.writer import BatchWriter, open_writer
 
-#: Longest a busy committer waits for the clients it just answered before the next round.
-GATHER_CAP = 0.002
 STANDBY_POLL = 0.2  # seconds between takeover attempts: a released lease is taken in well under 1 s
 SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take the lease first
 STARTUP_MARGIN = 1.0  # a (re)starting node lets running standbys have a held lease first
@@ -83,8 +81,6 @@ class _Term:
     next_round: list[asyncio.Future[None]] = field(default_factory=list)
     this_round: list[asyncio.Future[None]] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    gather_target: int = 0  # while > 0: set ``gathered`` once next_round holds this many
-    gathered: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -218,8 +214,6 @@ class Node:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters.append(future)
-        if term.gather_target and len(term.next_round) >= term.gather_target:
-            term.gathered.set()
         await future
 
     async def task_events(self, task_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -383,12 +377,13 @@ class Node:
         self.metrics.lease_epoch.set(0)
         self.metrics.stepdowns.labels(reason=reason).inc()
         current = asyncio.current_task()
-        for task in term.tasks:
-            if task is not current:
-                task.cancel()
+        cancelled = [task for task in term.tasks if task is not current]
+        for task in cancelled:
+            task.cancel()
         self._fail_waiters(term, reason)
-        # Closed off the loop: a commit may still be running in its thread and holds the connection.
-        asyncio.get_running_loop().run_in_executor(None, term.writer.close)
+        # A commit cut short drops its own connection as it unwinds; then the writer is closed.
+        await asyncio.gather(*cancelled, return_exceptions=True)
+        term.writer.close()
         if release:
             try:
                 await asyncio.to_thread(self._lease.release)
@@ -423,64 +418,39 @@ class Node:
     async def _committer(self, term: _Term) -> None:
         """Commit rounds back to back while anything waits; step down when a commit fails.
 
-        Each round costs one durable commit (an fsync), so the fewer the rounds the better. When
-        a round ends while other RPCs already wait (busy), the next round waits a moment for the
-        clients just answered to send their next RPC: up to the last commit's duration,
-        never more than ``GATHER_CAP``, and not at all once they are all back. Without this, W
-        closed-loop workers settle into two alternating halves and each round carries about W/2
-        RPCs. Idle, a round starts at once: a lone client never waits for company.
+        Each round is one durable commit of everything the core changed while the previous one
+        was committing, so the rounds grow with the load and a lone client never waits for
+        company. (Holding a round back for the clients just answered saved commits but no
+        time once the commit ran on the event loop, so there is no such wait.)
         """
-        returning = 0  # clients answered by the previous round, if it ended busy
-        last_commit = 0.0
         while self._term is term:
             await term.wake.wait()
             term.wake.clear()
             if not term.next_round and not term.core.has_changes():
                 continue
-            if returning:
-                await self._gather(term, len(term.next_round) + returning, min(GATHER_CAP, last_commit))
             async with term.commit_lock:
-                failure, answered, last_commit = await self._commit_round(term)
+                failure = await self._commit_round(term)
             if failure is not None:
                 await self._step_down(failure)
                 return
-            returning = answered if term.next_round else 0
 
-    @staticmethod
-    async def _gather(term: _Term, target: int, timeout: float) -> None:
-        """Wait until ``target`` RPCs wait for the next round, or ``timeout`` seconds."""
-        if timeout <= 0 or len(term.next_round) >= target:
-            return
-        term.gathered.clear()
-        term.gather_target = target
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(term.gathered.wait(), timeout)
-        finally:
-            term.gather_target = 0
-
-    async def _commit_round(self, term: _Term) -> tuple[str | None, int, float]:
-        """Persist (fenced) what the core changed and answer the round.
-
-        Returns a step-down reason (None if committed), the number of RPCs answered, and the
-        commit's duration in seconds.
-        """
+    async def _commit_round(self, term: _Term) -> str | None:
+        """Persist (fenced) what the core changed and answer the round; a step-down reason if not."""
         changes = term.core.take_changes()
         waiters, term.next_round = term.next_round, []
         term.this_round = waiters
-        elapsed = 0.0
         try:
             if not changes.empty:
                 if not self._lease.is_held():
                     _fail(waiters, "not committed: renew deadline passed before commit; retry")
-                    return "renew_deadline_passed", 0, elapsed
+                    return "renew_deadline_passed"
                 started = time.monotonic()
                 try:
-                    await asyncio.to_thread(term.writer.apply, changes, term.epoch)
+                    await term.writer.apply(changes, term.epoch)
                 except FencedOut as exc:
                     _fail(waiters, "not committed: fenced out by a newer leader; retry")
                     self.log.error("write_fenced_out", epoch=term.epoch, error=str(exc))
-                    return "fenced_out", 0, elapsed
+                    return "fenced_out"
                 except asyncio.CancelledError:
                     # Stepped down mid-commit: the outcome is unknown to us, so the clients retry.
                     _fail(waiters, "leadership lost during commit; retry")
@@ -488,9 +458,8 @@ class Node:
                 except Exception as exc:
                     _fail(waiters, "not committed: commit failed; retry")
                     self.log.error("commit_failed", epoch=term.epoch, error=str(exc))
-                    return "commit_failed", 0, elapsed
-                elapsed = time.monotonic() - started
-                self.metrics.commit_seconds.observe(elapsed)
+                    return "commit_failed"
+                self.metrics.commit_seconds.observe(time.monotonic() - started)
                 self._log_events(changes.events)
         finally:
             term.this_round = None
@@ -498,7 +467,7 @@ class Node:
         for future in waiters:
             if not future.done():
                 future.set_result(None)
-        return None, len(waiters), elapsed
+        return None
 
     def _log_events(self, events: list[dict[str, Any]]) -> None:
         for event in events:

@@ -1,33 +1,44 @@
-"""The leader's writer: commits each group-commit batch, fenced, on a connection of its own.
+"""The leader's writers: each commits one group-commit batch at a time, fenced, on its own connection.
 
-Every acknowledged write RPC waits for one of these commits, so a commit's round trips are the
-floor under the whole node's latency. The portable path (:meth:`Store.apply`) costs six of them
-on PostgreSQL: the pool's pre-ping, ``BEGIN``, the fence, one statement per table, ``COMMIT``.
-On PostgreSQL the writer sends the same transaction as ONE simple-query script instead::
+Every acknowledged write RPC waits for one of these commits, so a commit's round trips and
+hand-offs are the floor under the whole node's latency. The portable path (:meth:`Store.apply`)
+costs six round trips on PostgreSQL (the pool's pre-ping, ``BEGIN``, the fence, one statement per
+table, ``COMMIT``) and a worker thread. On PostgreSQL the writer sends the same transaction as ONE
+simple-query script instead, from the event loop itself::
 
     BEGIN; DO <fence>; INSERT ... ON CONFLICT ...; DELETE ...; INSERT <events>; COMMIT
 
+* **On the event loop, no thread.** The connection is psycopg2's asynchronous mode: the script is
+  sent without blocking and the loop is told when the answer is readable. A thread per commit
+  would cost two more wake-ups and a wait for the interpreter lock on every commit, while the
+  loop is busiest.
 * **Fenced exactly like the portable path.** The fence (:meth:`lease.LeaderLease.fence_statement`)
   comes first and takes the lease row's share lock; when it fails it raises inside the server,
   which abandons the rest of the script, ``COMMIT`` included. The lock is held to the commit, so
   a takeover waits for an in-flight batch and every later batch of a deposed leader fails.
 * **All or nothing.** Any error leaves the transaction aborted; the writer rolls it back (or drops
-  the connection) and raises. The node then steps down, as after any failed commit.
-* **Its own connection, outside the pool**, in driver autocommit mode (the script carries its own
-  ``BEGIN``/``COMMIT``), so no other user of the engine can ever receive a connection in that
-  mode. It inherits the engine's connect arguments, statement and idle timeouts included.
+  the connection) and raises. The node then steps down, as after any failed commit. A commit
+  cancelled half way drops its connection: its outcome is unknown and it is never reused.
+* **Its own connection, outside the pool**, opened with the engine's driver arguments
+  (:func:`lease.engine.driver_connect_kwargs`: statement and idle timeouts, keepalives). Asynchronous
+  connections are always in autocommit mode; the script carries its own ``BEGIN``/``COMMIT``.
 
-MySQL/MariaDB and SQLite keep the portable path (their drivers run one statement per call).
+MySQL/MariaDB and SQLite keep the portable path in a worker thread (their drivers run one
+statement per call and block).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from typing import TYPE_CHECKING, Any, Protocol
 
+import psycopg2
+import psycopg2.extensions
 from sqlalchemy.dialects import postgresql
 
+from lease.engine import driver_connect_kwargs, timeouts_of
 from scheduler.store.errors import StoreError, describe
 from scheduler.store.store import BatchRows, ChangesLike, batch_rows
 from scheduler.store.tables import meta, task_events, tasks, workers
@@ -50,9 +61,9 @@ class LeaseFence(Protocol):
 
 
 class BatchWriter(Protocol):
-    """Commits batches for one leadership term; ``close()`` when the term ends."""
+    """Commits batches for one leadership term, one at a time; ``close()`` when the term ends."""
 
-    def apply(self, changes: ChangesLike, epoch: int) -> None: ...
+    async def apply(self, changes: ChangesLike, epoch: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -71,8 +82,8 @@ class StatementWriter:
         self._store = store
         self._fence = fence
 
-    def apply(self, changes: ChangesLike, epoch: int) -> None:
-        self._store.apply(changes, epoch=epoch, fence=self._fence.fence)
+    async def apply(self, changes: ChangesLike, epoch: int) -> None:
+        await asyncio.to_thread(self._store.apply, changes, epoch=epoch, fence=self._fence.fence)
 
     def close(self) -> None:
         """Nothing to release: connections belong to the engine's pool."""
@@ -95,25 +106,29 @@ def _insert_sql(table: sa.Table, columns: tuple[str, ...], rows: int, *, upsert:
 
 
 class PostgresScriptWriter:
-    """One fenced transaction per batch, sent in one round trip (see the module docstring)."""
+    """One fenced transaction per batch, sent in one round trip from the loop (see the module docstring)."""
 
     def __init__(self, store: Store, fence: LeaseFence) -> None:
         self._store = store
         self._fence = fence
-        self._dbapi: Any = None  # psycopg2 connection, detached from the engine's pool
+        self._dbapi: Any = None  # psycopg2 connection in asynchronous mode
 
-    def apply(self, changes: ChangesLike, epoch: int) -> None:
+    async def apply(self, changes: ChangesLike, epoch: int) -> None:
         """Persist one batch or raise (``FencedOut`` from the lease, else :class:`StoreError`)."""
         rows = batch_rows(changes, epoch)
         if rows.empty:
             return
         fence = self._fence.fence_statement()  # raises FencedOut at once past the renew deadline
         try:
-            dbapi = self._connection()
-            with dbapi.cursor() as cur:
-                cur.execute(self._script(cur, rows, fence))
+            dbapi = await self._connection()
+            cur = dbapi.cursor()
+            cur.execute(self._script(cur, rows, fence))
+            await _answered(dbapi)
+        except asyncio.CancelledError:
+            self.close()
+            raise
         except Exception as exc:
-            self._abandon_transaction()
+            await self._abandon_transaction()
             fenced = self._fence.fenced_out(exc, epoch)
             if fenced is not None:
                 raise fenced from exc
@@ -127,25 +142,34 @@ class PostgresScriptWriter:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _connection(self) -> Any:
+    async def _connection(self) -> Any:
         if self._dbapi is None or self._dbapi.closed:
             self.close()
-            proxied = self._store.engine.raw_connection()  # the engine's connect arguments, timeouts included
-            dbapi = proxied.driver_connection
-            proxied.detach()  # never back into the pool: it is about to be in autocommit mode
-            dbapi.autocommit = True
+            engine = self._store.engine
+            timeouts = timeouts_of(engine)
+            # libpq leaves connect_timeout to the caller in asynchronous mode.
+            async with asyncio.timeout(timeouts.connect if timeouts else 10.0):
+                dbapi = psycopg2.connect(**driver_connect_kwargs(engine), async_=True)
+                try:
+                    await _answered(dbapi)
+                except BaseException:
+                    dbapi.close()
+                    raise
             self._dbapi = dbapi
         return self._dbapi
 
-    def _abandon_transaction(self) -> None:
+    async def _abandon_transaction(self) -> None:
         """After an error the server holds an aborted transaction: end it, or drop the connection."""
         dbapi = self._dbapi
         if dbapi is None or dbapi.closed:
             self.close()
             return
         try:
-            with dbapi.cursor() as cur:
-                cur.execute("ROLLBACK")
+            dbapi.cursor().execute("ROLLBACK")
+            await _answered(dbapi)
+        except asyncio.CancelledError:
+            self.close()
+            raise
         except Exception:  # noqa: BLE001 - a broken connection is simply replaced next time
             self.close()
 
@@ -166,6 +190,32 @@ class PostgresScriptWriter:
             parts.append(_insert(cur, task_events, rows.events, upsert=False))
         parts.append(b"COMMIT")
         return b";\n".join(parts)
+
+
+async def _answered(dbapi: Any) -> None:
+    """Drive an asynchronous psycopg2 connection until its pending work is done (or raises)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        state = dbapi.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        ready: asyncio.Future[None] = loop.create_future()
+        fd = dbapi.fileno()
+        if state == psycopg2.extensions.POLL_READ:
+            loop.add_reader(fd, _wake, ready)
+            remove = loop.remove_reader
+        else:
+            loop.add_writer(fd, _wake, ready)
+            remove = loop.remove_writer
+        try:
+            await ready
+        finally:
+            remove(fd)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 def _insert(cur: Any, table: sa.Table, rows: list[dict[str, Any]], *, upsert: bool) -> bytes:

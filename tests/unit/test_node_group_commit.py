@@ -8,7 +8,6 @@ commits the test releases by hand, so "answered before committed" would show.
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -31,12 +30,12 @@ class GatedWriter:
 
     def __init__(self) -> None:
         self.batches: list[Changes] = []
-        self.gate = threading.Semaphore(0)
+        self.gate = asyncio.Semaphore(0)
         self.fail_with: BaseException | None = None
 
-    def apply(self, changes: Changes, epoch: int) -> None:
+    async def apply(self, changes: Changes, epoch: int) -> None:
         self.batches.append(changes)
-        self.gate.acquire()
+        await self.gate.acquire()
         if self.fail_with is not None:
             raise self.fail_with
 

@@ -7,6 +7,7 @@ row still names this holder and epoch.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +38,11 @@ def writer(store: Store, lease: LeaderLease) -> Iterator[BatchWriter]:
     w.close()
 
 
+def commit(writer: BatchWriter, batch: object, epoch: int) -> None:
+    """One batch through the writer, as the leader's event loop awaits it."""
+    asyncio.run(writer.apply(batch, epoch))  # type: ignore[arg-type]
+
+
 def take_over(store: Store, holder: str = "node-b:2:y") -> None:
     """What another node's acquire does to the lease row: a new holder and epoch."""
     with store.engine.begin() as conn:
@@ -49,7 +55,7 @@ def test_postgres_gets_the_script_writer_and_the_others_the_portable_one(store: 
 
 
 def test_a_batch_lands_whole_with_its_epoch(store: Store, writer: BatchWriter) -> None:
-    writer.apply(
+    commit(writer,
         changes(
             tasks={"A": task_row("A", "RUNNING"), "B(x='it''s')": task_row("B(x='it''s')")},
             workers={"w1": {"id": "w1"}},
@@ -58,7 +64,7 @@ def test_a_batch_lands_whole_with_its_epoch(store: Store, writer: BatchWriter) -
         ),
         1,
     )
-    writer.apply(changes(tasks={"A": task_row("A", "DONE"), "B(x='it''s')": None}, workers={"w1": None}), 1)
+    commit(writer, changes(tasks={"A": task_row("A", "DONE"), "B(x='it''s')": None}, workers={"w1": None}), 1)
     snap = store.load_all()
     assert snap.tasks == [task_row("A", "DONE")]
     assert (snap.workers, snap.meta) == ([], {"paused": True})
@@ -67,20 +73,20 @@ def test_a_batch_lands_whole_with_its_epoch(store: Store, writer: BatchWriter) -
 
 
 def test_a_deposed_leaders_batch_is_refused_and_nothing_of_it_lands(store: Store, writer: BatchWriter) -> None:
-    writer.apply(changes(tasks={"A": task_row("A")}), 1)
+    commit(writer, changes(tasks={"A": task_row("A")}), 1)
     take_over(store)
     with pytest.raises(FencedOut) as refused:
-        writer.apply(changes(tasks={"A": None, "B": task_row("B")}, events=[event("B", "PENDING", 1.0)]), 1)
+        commit(writer, changes(tasks={"A": None, "B": task_row("B")}, events=[event("B", "PENDING", 1.0)]), 1)
     assert (refused.value.found_holder, refused.value.found_epoch) == ("node-b:2:y", 2)
     assert store.load_all().tasks == [task_row("A")]
     assert store.task_events("B") == []
 
 
 def test_a_failed_batch_leaves_nothing_and_the_writer_goes_on(store: Store, writer: BatchWriter) -> None:
-    writer.apply(changes(tasks={"A": task_row("A")}), 1)
+    commit(writer, changes(tasks={"A": task_row("A")}), 1)
     with pytest.raises(Exception, match="cannot store"):  # a status longer than the column
-        writer.apply(changes(tasks={"B": task_row("B")}, events=[event("B", "X" * 40, 1.0)]), 1)
-    writer.apply(changes(tasks={"C": task_row("C")}), 1)
+        commit(writer, changes(tasks={"B": task_row("B")}, events=[event("B", "X" * 40, 1.0)]), 1)
+    commit(writer, changes(tasks={"C": task_row("C")}), 1)
     assert sorted(t["id"] for t in store.load_all().tasks) == ["A", "C"]
 
 
@@ -89,8 +95,8 @@ def test_a_database_error_inside_the_script_rolls_it_all_back(store: Store, writ
     with store.engine.begin() as conn:  # make the events insert fail on the server, after the task upsert
         conn.exec_driver_sql("ALTER TABLE lh_task_events ADD CONSTRAINT no_b CHECK (task_id <> 'B')")
     with pytest.raises(Exception, match="no_b"):
-        writer.apply(changes(tasks={"B": task_row("B")}, events=[event("B", "PENDING", 1.0)]), 1)
-    writer.apply(changes(tasks={"C": task_row("C")}), 1)  # the aborted transaction was rolled back
+        commit(writer, changes(tasks={"B": task_row("B")}, events=[event("B", "PENDING", 1.0)]), 1)
+    commit(writer, changes(tasks={"C": task_row("C")}), 1)  # the aborted transaction was rolled back
     assert [t["id"] for t in store.load_all().tasks] == ["C"]
 
 
@@ -104,7 +110,7 @@ def test_a_batch_waits_for_a_takeover_in_progress_and_is_then_refused(store: Sto
 
             def write() -> None:
                 try:
-                    writer.apply(changes(tasks={"A": task_row("A")}), 1)
+                    commit(writer, changes(tasks={"A": task_row("A")}), 1)
                     outcome.append(None)
                 except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
                     outcome.append(exc)
@@ -121,5 +127,5 @@ def test_a_batch_waits_for_a_takeover_in_progress_and_is_then_refused(store: Sto
 def test_past_the_renew_deadline_nothing_is_sent(store: Store, lease: LeaderLease, writer: BatchWriter) -> None:
     lease.release()
     with pytest.raises(FencedOut, match="does not hold the lease"):
-        writer.apply(changes(tasks={"A": task_row("A")}), 1)
+        commit(writer, changes(tasks={"A": task_row("A")}), 1)
     assert store.load_all().tasks == []
