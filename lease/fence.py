@@ -51,7 +51,14 @@ from lease.clock import db_now
 from lease.errors import FencedOut
 from lease.schema import define_lease_table
 
-__all__ = ["FENCE_SQLSTATE", "check_fence", "fenced_out_from", "postgres_fence_statement"]
+__all__ = [
+    "FENCE_SQLSTATE",
+    "check_fence",
+    "fenced_out_from",
+    "postgres_fence_call",
+    "postgres_fence_function",
+    "postgres_fence_statement",
+]
 
 #: SQLSTATE raised by :func:`postgres_fence_statement` (class "LH": luigi-ha's own, unused by PostgreSQL).
 FENCE_SQLSTATE = "LHFEN"
@@ -113,20 +120,47 @@ def postgres_fence_statement(table: str, lease_name: str, holder: str, epoch: in
     ``"<epoch> <seconds remaining> <holder>"`` of the row it found (empty when there is none), for
     :func:`fenced_out_from`. Values are inlined as literals because an anonymous ``DO`` block takes
     no bind parameters; they are this node's own ids, quoted here.
+
+    The server compiles an anonymous block on every call; where the schema owner installed
+    :func:`postgres_fence_function`, :func:`postgres_fence_call` does the same check for less.
     """
-    now = str(db_now().compile(dialect=postgresql.dialect()))
-    ident = '"' + table.replace('"', '""') + '"'
-    name, who = _sql_literal(lease_name), _sql_literal(holder)
+    body = _fence_body(_identifier(table), _sql_literal(lease_name), _sql_literal(holder), str(int(epoch)))
+    return f"DO {_DOLLAR_TAG} DECLARE r record; BEGIN {body} END {_DOLLAR_TAG}"
+
+
+def postgres_fence_function(table: str, function: str) -> str:
+    """DDL creating (or replacing) ``function(lease_name text, lease_holder text, lease_epoch bigint)``:
+    the check of :func:`postgres_fence_statement` for ``table``, compiled once per session instead
+    of once per call. For a migration to run; :func:`postgres_fence_call` calls it."""
+    body = _fence_body(_identifier(table), "lease_name", "lease_holder", "lease_epoch")
     return (
-        f"DO {_DOLLAR_TAG} DECLARE r record; BEGIN "
-        f"SELECT holder, epoch, expires_at - {now} AS remaining INTO r FROM {ident} WHERE name = {name} FOR SHARE; "
+        f"CREATE OR REPLACE FUNCTION {_identifier(function)}(lease_name text, lease_holder text, lease_epoch bigint) "
+        f"RETURNS void LANGUAGE plpgsql AS {_DOLLAR_TAG} DECLARE r record; BEGIN {body} END {_DOLLAR_TAG}"
+    )
+
+
+def postgres_fence_call(function: str, lease_name: str, holder: str, epoch: int) -> str:
+    """The statement that runs a :func:`postgres_fence_function`: same lock, same error, same detail."""
+    return f"SELECT {_identifier(function)}({_sql_literal(lease_name)}, {_sql_literal(holder)}, {int(epoch)})"
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _fence_body(table: str, lease_name: str, holder: str, epoch: str) -> str:
+    """The PL/pgSQL statements of the fence; the arguments are SQL expressions (literals or parameters)."""
+    now = str(db_now().compile(dialect=postgresql.dialect()))
+    return (
+        f"SELECT holder, epoch, expires_at - {now} AS remaining INTO r FROM {table} "
+        f"WHERE name = {lease_name} FOR SHARE; "
         f"IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = '{FENCE_SQLSTATE}', "
         f"MESSAGE = 'fenced out: no lease row', DETAIL = ''; "
-        f"ELSIF r.holder IS DISTINCT FROM {who} OR r.epoch <> {int(epoch)} OR r.remaining <= 0 THEN "
+        f"ELSIF r.holder IS DISTINCT FROM {holder} OR r.epoch <> {epoch} OR r.remaining <= 0 THEN "
         f"RAISE EXCEPTION USING ERRCODE = '{FENCE_SQLSTATE}', MESSAGE = 'fenced out: the lease row names '"
         f" || coalesce(r.holder, 'no holder') || ' at epoch ' || r.epoch, "
         f"DETAIL = concat_ws(' ', r.epoch, r.remaining, r.holder); "
-        f"END IF; END {_DOLLAR_TAG}"
+        f"END IF;"
     )
 
 

@@ -81,7 +81,7 @@ import sqlalchemy as sa
 from lease.clock import db_now
 from lease.engine import timeouts_of
 from lease.errors import FencedOut, LeaseUnavailable
-from lease.fence import check_fence, fenced_out_from, postgres_fence_statement
+from lease.fence import check_fence, fenced_out_from, postgres_fence_call, postgres_fence_statement
 from lease.retry import is_transient, run_with_deadline
 from lease.schema import DEFAULT_TABLE_NAME, HOLDER_LENGTH, NAME_LENGTH, define_lease_table
 from lease.timings import LeaseTimings
@@ -150,6 +150,10 @@ class LeaderLease:
     :param timings: validated :class:`LeaseTimings`.
     :param monotonic: clock for the renew deadline; injectable for tests.
     :param table: the lease table or its name, e.g. the scheduler's migrated ``Table``.
+    :param fence_function: on PostgreSQL, the name of a function that
+        :func:`lease.fence.postgres_fence_function` created for ``table`` (by the schema owner's
+        migration); :meth:`fence_statement` then calls it instead of an anonymous block that the
+        server would compile on every write.
     """
 
     def __init__(
@@ -161,6 +165,7 @@ class LeaderLease:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         table: sa.Table | str = DEFAULT_TABLE_NAME,
+        fence_function: str | None = None,
     ) -> None:
         if not name or len(name) > NAME_LENGTH:
             raise ValueError(f"lease name must be 1..{NAME_LENGTH} characters, got {name!r}")
@@ -180,6 +185,7 @@ class LeaderLease:
         self._op_lock = threading.Lock()
         self._term: _Term | None = None
         self._last_error: BaseException | None = None
+        self._fence_function = fence_function
         self._fence_statements: dict[int, str] = {}
 
     # ------------------------------------------------------------------ properties
@@ -409,7 +415,10 @@ class LeaderLease:
         term = self._current_term()
         cached = self._fence_statements.get(term.epoch)
         if cached is None:
-            cached = postgres_fence_statement(self._table.name, self._name, self._holder, term.epoch)
+            if self._fence_function is not None:
+                cached = postgres_fence_call(self._fence_function, self._name, self._holder, term.epoch)
+            else:
+                cached = postgres_fence_statement(self._table.name, self._name, self._holder, term.epoch)
             self._fence_statements = {term.epoch: cached}
         return cached
 

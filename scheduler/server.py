@@ -22,6 +22,7 @@ from scheduler.logs import configure_logging
 from scheduler.metrics import NodeMetrics
 from scheduler.node import Node
 from scheduler.store import Store
+from scheduler.store.tables import FENCE_FUNCTION
 
 
 class StartupError(RuntimeError):
@@ -61,7 +62,13 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
     # scheduler restarted by systemd must not reclaim the lease its dead predecessor still holds
     # in the database (the standby takes over as after any crash), and two processes started
     # with the same node id by mistake can never both believe they hold it.
-    lease = LeaderLease(store.engine, config.lease_name, make_holder_id(config.node_id), config.timings)
+    lease = LeaderLease(
+        store.engine,
+        config.lease_name,
+        make_holder_id(config.node_id),
+        config.timings,
+        fence_function=FENCE_FUNCTION,
+    )
     node: Node | None = None
     metrics = NodeMetrics(lambda: node.status_counts() if node is not None else None)
 

@@ -118,3 +118,5 @@ task_events = sa.Table(
 
 #: The leader lease lives in the same database and is created by the same migrations.
 leases = define_lease_table(metadata)
+#: On PostgreSQL, the lease's fence as a stored function (migration 0002) for the leader's writer.
+FENCE_FUNCTION = "lh_fence"

@@ -17,16 +17,20 @@ import sqlalchemy as sa
 
 from lease import FencedOut, LeaderLease, LeaseTimings
 from scheduler.store import Store
-from scheduler.store.tables import leases
+from scheduler.store.tables import FENCE_FUNCTION, leases
 from scheduler.store.writer import BatchWriter, PostgresScriptWriter, StatementWriter, open_writer
 from tests.integration.store.helpers import changes, event, task_row
 
 TIMINGS = LeaseTimings(ttl=30, renew_interval=5, renew_deadline=20)
 
 
-@pytest.fixture
-def lease(store: Store) -> LeaderLease:
-    lease = LeaderLease(store.engine, "scheduler", "node-a:1:x", TIMINGS, table=leases)
+@pytest.fixture(params=["stored function", "anonymous block"])
+def lease(store: Store, request: pytest.FixtureRequest) -> LeaderLease:
+    """The lease as the scheduler builds it (fence as migration 0002's function), and without it."""
+    if request.param == "anonymous block" and store.engine.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL fences with one statement")
+    function = FENCE_FUNCTION if request.param == "stored function" else None
+    lease = LeaderLease(store.engine, "scheduler", "node-a:1:x", TIMINGS, table=leases, fence_function=function)
     assert lease.try_acquire() == 1
     return lease
 

@@ -14,7 +14,13 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from lease import FencedOut, define_lease_table
 from lease.clock import db_now
-from lease.fence import FENCE_SQLSTATE, fenced_out_from, postgres_fence_statement
+from lease.fence import (
+    FENCE_SQLSTATE,
+    fenced_out_from,
+    postgres_fence_call,
+    postgres_fence_function,
+    postgres_fence_statement,
+)
 from lease.retry import is_transient, run_with_deadline
 
 
@@ -135,6 +141,18 @@ def test_the_one_statement_fence_quotes_what_it_inlines_and_refuses_what_it_cann
     for bad in ("a$lh_fence$b", "nul\x00"):
         with pytest.raises(ValueError, match="cannot fence"):
             postgres_fence_statement("lh_leases", "scheduler", bad, 1)
+
+
+def test_the_stored_fence_function_runs_the_same_check_on_its_parameters() -> None:
+    ddl = postgres_fence_function("lh_leases", "lh_fence")
+    signature = '"lh_fence"(lease_name text, lease_holder text, lease_epoch bigint)'
+    assert ddl.startswith(f"CREATE OR REPLACE FUNCTION {signature} RETURNS void LANGUAGE plpgsql")
+    assert 'FROM "lh_leases" WHERE name = lease_name FOR SHARE' in ddl
+    assert "r.holder IS DISTINCT FROM lease_holder OR r.epoch <> lease_epoch OR r.remaining <= 0" in ddl
+    block = postgres_fence_statement("lh_leases", "scheduler", "node-a:12:ab", 7)
+    assert ddl.count(f"ERRCODE = '{FENCE_SQLSTATE}'") == block.count(f"ERRCODE = '{FENCE_SQLSTATE}'") == 2
+    call = postgres_fence_call("lh_fence", "scheduler", "it's:1:x", 7)
+    assert call == "SELECT \"lh_fence\"('scheduler', 'it''s:1:x', 7)"
 
 
 class _PgError(Exception):
