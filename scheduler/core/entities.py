@@ -209,100 +209,98 @@ class Task:
 
     # ----------------------------------------------------------------- rows
     def to_row(self) -> dict[str, Any]:
-        return {
+        """The task as a stored row, leaving out every value that a missing key means on load.
+
+        Most tasks of a large graph hold mostly empty fields (no module, no explanation, no
+        failures, no resources...); full rows were twice the size. Every key left out is one less
+        to send, store, fetch and decode when a standby takes over 100,000 tasks. Kept always:
+        the identity, status, family and clocks the store indexes, and the retry policy (absent
+        would mean "today's default", not the policy the task was given).
+        """
+        row: dict[str, Any] = {
             "id": self.id,
             "status": self.status,
             "family": self.family,
-            "module": self.module,
             "updated": self.updated,
             "time": self.time,
             "seq": self.seq,
-            "deps": list(self.deps),
-            "params": dict(self.params),
-            "param_visibilities": dict(self.param_visibilities),
-            "priority": self.priority,
-            "resources": dict(self.resources),
-            "resources_running": None if self.resources_running is None else dict(self.resources_running),
-            "stakeholders": sorted(self.stakeholders),
-            "workers": list(self.workers),
-            "worker_running": self.worker_running,
-            "time_running": self.time_running,
-            "retry": self.retry,
-            "remove": self.remove,
-            "expl": self.expl,
-            "tracking_url": self.tracking_url,
-            "status_message": self.status_message,
-            "progress_percentage": self.progress_percentage,
-            "accepts_messages": self.accepts_messages,
             "retry_policy": self.retry_policy.to_dict(),
-            "failures": list(self.failures),
-            "first_failure_time": self.first_failure_time,
-            "scheduler_disable_time": self.scheduler_disable_time,
-            "runnable": self.runnable,
-            "batchable": self.batchable,
-            "batch_id": self.batch_id,
-            "scheduler_message_responses": dict(self.scheduler_message_responses),
         }
+        for key, value in (
+            ("deps", self.deps),
+            ("params", self.params),
+            ("param_visibilities", self.param_visibilities),
+            ("resources", self.resources),
+            ("stakeholders", self.stakeholders),
+            ("workers", self.workers),
+            ("failures", self.failures),
+            ("scheduler_message_responses", self.scheduler_message_responses),
+        ):
+            if value:  # containers: empty is what absent means
+                row[key] = sorted(value) if key == "stakeholders" else list(value) if key in _LISTS else dict(value)
+        for key in _NULLABLE:
+            value = getattr(self, key)
+            if value is not None:
+                row[key] = dict(value) if key == "resources_running" else value
+        for key in ("accepts_messages", "runnable", "batchable"):
+            if getattr(self, key):
+                row[key] = True
+        if self.priority:
+            row["priority"] = self.priority
+        return row
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], default_policy: RetryPolicy, fallback_seq: int) -> Task:
         """Rebuild a task from its row; bookkeeping is reset for ``restore`` to recompute.
 
-        Written as straight attribute stores (no ``__init__``, no ``.get`` defaults on the common
-        path) because restore builds 100k+ tasks and this is its hot loop.  ``params``,
+        Only ``id``, ``status`` and ``updated`` are required: :meth:`to_row` leaves defaults out,
+        and rows written by older versions carry every key. Written as straight attribute stores
+        (no ``__init__``) because restore builds 100k+ tasks and this is its hot loop.  ``params``,
         ``param_visibilities`` and ``resources`` are shared with the row, not copied: the
         scheduler only ever replaces those dicts, never mutates them in place.
         """
-        try:
-            return cls._from_complete_row(row, default_policy, fallback_seq)
-        except KeyError:
-            if "id" not in row or "status" not in row or "updated" not in row:
-                raise
-            return cls._from_complete_row({**_ROW_DEFAULTS, **row}, default_policy, fallback_seq)
-
-    @classmethod
-    def _from_complete_row(cls, row: Mapping[str, Any], default_policy: RetryPolicy, fallback_seq: int) -> Task:
+        get = row.get
         task = _new_object(cls)
         task.id = row["id"]
         task.status = row["status"]
-        task.family = row["family"] or ""
-        task.module = row["module"]
+        task.family = get("family") or ""
+        task.module = get("module")
         task.updated = updated = row["updated"]
-        created = row["time"]
+        created = get("time")
         task.time = updated if created is None else created
-        seq = row["seq"]
+        seq = get("seq")
         task.seq = fallback_seq if seq is None else seq
-        deps = row["deps"]
+        deps = get("deps")
         task.deps = _fromkeys(deps) if deps else {}
-        task.params = row["params"] or {}
-        task.param_visibilities = row["param_visibilities"] or {}
-        task.priority = row["priority"] or 0
-        task.resources = row["resources"] or {}
-        running = row["resources_running"]
+        task.params = get("params") or {}
+        task.param_visibilities = get("param_visibilities") or {}
+        task.priority = get("priority") or 0
+        task.resources = get("resources") or {}
+        running = get("resources_running")
         task.resources_running = None if running is None else dict(running)
-        stakeholders = row["stakeholders"]
+        stakeholders = get("stakeholders")
         task.stakeholders = _fromkeys(stakeholders) if stakeholders else {}
-        workers = row["workers"]
+        workers = get("workers")
         task.workers = _fromkeys(workers) if workers else {}
-        task.worker_running = row["worker_running"]
-        task.time_running = row["time_running"]
-        task.retry = row["retry"]
-        task.remove = row["remove"]
-        task.expl = row["expl"]
-        task.tracking_url = row["tracking_url"]
-        task.status_message = row["status_message"]
-        task.progress_percentage = row["progress_percentage"]
-        task.accepts_messages = row["accepts_messages"] is True
-        policy = row["retry_policy"]
+        task.worker_running = get("worker_running")
+        task.time_running = get("time_running")
+        task.retry = get("retry")
+        task.remove = get("remove")
+        task.expl = get("expl")
+        task.tracking_url = get("tracking_url")
+        task.status_message = get("status_message")
+        task.progress_percentage = get("progress_percentage")
+        task.accepts_messages = get("accepts_messages") is True
+        policy = get("retry_policy")
         task.retry_policy = policy_from_row(policy, default_policy) if policy else default_policy
-        failures = row["failures"]
+        failures = get("failures")
         task.failures = tuple(failures) if failures else ()
-        task.first_failure_time = row["first_failure_time"]
-        task.scheduler_disable_time = row["scheduler_disable_time"]
-        task.runnable = row["runnable"] is True
-        task.batchable = row["batchable"] is True
-        task.batch_id = row["batch_id"]
-        responses = row["scheduler_message_responses"]
+        task.first_failure_time = get("first_failure_time")
+        task.scheduler_disable_time = get("scheduler_disable_time")
+        task.runnable = get("runnable") is True
+        task.batchable = get("batchable") is True
+        task.batch_id = get("batch_id")
+        responses = get("scheduler_message_responses")
         task.scheduler_message_responses = dict(responses) if responses else {}
         task.n_unmet = 0
         task.n_dis = 0
@@ -321,9 +319,23 @@ class Task:
 _new_object = object.__new__
 _fromkeys = dict.fromkeys
 
-
-# Defaults for rows written by older versions or by hand (every key optional but id/status/updated).
-_ROW_DEFAULTS: dict[str, Any] = {key: None for key in TASK_ROW_KEYS if key not in ("id", "status", "updated")}
+#: Row keys left out of :meth:`Task.to_row` while None.
+_NULLABLE = (
+    "module",
+    "resources_running",
+    "worker_running",
+    "time_running",
+    "retry",
+    "remove",
+    "expl",
+    "tracking_url",
+    "status_message",
+    "progress_percentage",
+    "first_failure_time",
+    "scheduler_disable_time",
+    "batch_id",
+)
+_LISTS = frozenset({"deps", "workers", "failures"})
 
 
 def _visibility(value: Any) -> int:

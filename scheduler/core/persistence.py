@@ -108,13 +108,10 @@ class PersistenceAPI(AdminRPCs):
         policy = self._default_policy
         tasks: dict[str, Task] = {}
         by_status = self._by_status
-        decode = Task._from_complete_row
+        decode = Task.from_row
         missing_seq: list[Task] = []
         for row in rows:
-            try:
-                task = decode(row, policy, 0)
-            except KeyError:
-                task = Task.from_row(row, policy, 0)
+            task = decode(row, policy, 0)
             if not task.seq:
                 missing_seq.append(task)
             tasks[task.id] = task
