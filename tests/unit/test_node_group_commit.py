@@ -32,10 +32,16 @@ class GatedWriter:
         self.batches: list[Changes] = []
         self.gate = asyncio.Semaphore(0)
         self.fail_with: BaseException | None = None
+        self.in_flight = False
+        self.closed_in_flight: bool | None = None  # was a commit still running when close() came?
 
     async def apply(self, changes: Changes, epoch: int) -> None:
         self.batches.append(changes)
-        await self.gate.acquire()
+        self.in_flight = True
+        try:
+            await self.gate.acquire()
+        finally:
+            self.in_flight = False
         if self.fail_with is not None:
             raise self.fail_with
 
@@ -44,7 +50,7 @@ class GatedWriter:
             self.gate.release()
 
     def close(self) -> None:
-        pass
+        self.closed_in_flight = self.in_flight
 
 
 def lead(writer: GatedWriter) -> Node:
@@ -129,5 +135,21 @@ def test_a_failed_commit_answers_its_rpcs_with_not_leader_and_the_node_steps_dow
         assert node.role is Role.STANDBY and node._term is None
         with pytest.raises(NotLeader):
             await node.call("ping", {"worker": "w1"})
+
+    run(scenario)
+
+
+def test_stepping_down_mid_commit_fails_the_round_and_closes_the_writer_once_the_commit_unwound() -> None:
+    async def scenario() -> None:
+        writer = GatedWriter()
+        node = lead(writer)
+        add = asyncio.ensure_future(node.call("add_task", {"task_id": "A", "worker": "w1"}))
+        await settle()
+        assert writer.in_flight
+        await node._step_down("renew_deadline_passed")
+        with pytest.raises(NotLeader, match="retry"):
+            await asyncio.wait_for(add, 2)
+        assert writer.closed_in_flight is False, "the writer was closed under a commit still running"
+        assert node.role is Role.STANDBY
 
     run(scenario)

@@ -133,3 +133,27 @@ def test_past_the_renew_deadline_nothing_is_sent(store: Store, lease: LeaderLeas
     with pytest.raises(FencedOut, match="does not hold the lease"):
         commit(writer, changes(tasks={"A": task_row("A")}), 1)
     assert store.load_all().tasks == []
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_commit_cancelled_mid_flight_is_abandoned_and_a_deposed_leaders_orphan_never_lands(
+    store: Store, writer: BatchWriter
+) -> None:
+    """A leader that steps down cancels the commit in flight: the writer must not hang on it, must
+    drop that connection (its outcome is unknown) and start afresh; and the script the server
+    already received stays fenced: after the takeover it can only fail."""
+
+    async def scenario() -> None:
+        with store.engine.connect() as takeover, takeover.begin():
+            takeover.execute(sa.update(leases).where(leases.c.name == "scheduler").values(holder="b", epoch=2))
+            in_flight = asyncio.ensure_future(writer.apply(changes(tasks={"A": task_row("A")}), 1))
+            await asyncio.sleep(0.3)
+            assert not in_flight.done(), "the fence must wait for the takeover's row lock"
+            in_flight.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(in_flight, 2)
+        with pytest.raises(FencedOut):  # a new connection, refused by the new epoch
+            await asyncio.wait_for(writer.apply(changes(tasks={"B": task_row("B")}), 1), 5)
+
+    asyncio.run(scenario())
+    assert store.load_all().tasks == []
