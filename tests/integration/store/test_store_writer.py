@@ -24,13 +24,10 @@ from tests.integration.store.helpers import changes, event, task_row
 TIMINGS = LeaseTimings(ttl=30, renew_interval=5, renew_deadline=20)
 
 
-@pytest.fixture(params=["stored function", "anonymous block"])
-def lease(store: Store, request: pytest.FixtureRequest) -> LeaderLease:
-    """The lease as the scheduler builds it (fence as migration 0002's function), and without it."""
-    if request.param == "anonymous block" and store.engine.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL fences with one statement")
-    function = FENCE_FUNCTION if request.param == "stored function" else None
-    lease = LeaderLease(store.engine, "scheduler", "node-a:1:x", TIMINGS, table=leases, fence_function=function)
+@pytest.fixture
+def lease(store: Store) -> LeaderLease:
+    """The lease as the scheduler builds it (on PostgreSQL it fences with migration 0002's function)."""
+    lease = LeaderLease(store.engine, "scheduler", "node-a:1:x", TIMINGS, table=leases, fence_function=FENCE_FUNCTION)
     assert lease.try_acquire() == 1
     return lease
 
@@ -53,9 +50,14 @@ def take_over(store: Store, holder: str = "node-b:2:y") -> None:
         conn.execute(sa.update(leases).where(leases.c.name == "scheduler").values(holder=holder, epoch=2))
 
 
-def test_postgres_gets_the_script_writer_and_the_others_the_portable_one(store: Store, writer: BatchWriter) -> None:
-    expected = PostgresScriptWriter if store.engine.dialect.name == "postgresql" else StatementWriter
-    assert type(writer) is expected
+def test_postgres_gets_the_script_writer_fenced_by_the_stored_function_and_the_others_the_portable_one(
+    store: Store, lease: LeaderLease, writer: BatchWriter
+) -> None:
+    if store.engine.dialect.name == "postgresql":
+        assert type(writer) is PostgresScriptWriter
+        assert lease.fence_statement() == "SELECT \"lh_fence\"('scheduler', 'node-a:1:x', 1)"
+    else:
+        assert type(writer) is StatementWriter
 
 
 def test_a_batch_lands_whole_with_its_epoch(store: Store, writer: BatchWriter) -> None:
@@ -84,6 +86,24 @@ def test_a_deposed_leaders_batch_is_refused_and_nothing_of_it_lands(store: Store
     assert (refused.value.found_holder, refused.value.found_epoch) == ("node-b:2:y", 2)
     assert store.load_all().tasks == [task_row("A")]
     assert store.task_events("B") == []
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_without_the_stored_function_the_anonymous_block_fences_the_same_way(store: Store) -> None:
+    """A lease built without ``fence_function`` (any lease table, no migration needed)."""
+    lease = LeaderLease(store.engine, "scheduler", "node-a:1:x", TIMINGS, table=leases)
+    assert lease.try_acquire() == 1
+    assert lease.fence_statement().startswith("DO ")
+    writer = open_writer(store, lease)
+    try:
+        commit(writer, changes(tasks={"A": task_row("A")}), 1)
+        take_over(store)
+        with pytest.raises(FencedOut) as refused:
+            commit(writer, changes(tasks={"B": task_row("B")}), 1)
+    finally:
+        writer.close()
+    assert (refused.value.found_holder, refused.value.found_epoch) == ("node-b:2:y", 2)
+    assert store.load_all().tasks == [task_row("A")]
 
 
 def test_a_failed_batch_leaves_nothing_and_the_writer_goes_on(store: Store, writer: BatchWriter) -> None:
