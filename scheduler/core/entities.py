@@ -226,18 +226,17 @@ class Task:
             "seq": self.seq,
             "retry_policy": self.retry_policy.to_dict(),
         }
-        for key, value in (
-            ("deps", self.deps),
-            ("params", self.params),
-            ("param_visibilities", self.param_visibilities),
-            ("resources", self.resources),
-            ("stakeholders", self.stakeholders),
-            ("workers", self.workers),
-            ("failures", self.failures),
-            ("scheduler_message_responses", self.scheduler_message_responses),
-        ):
-            if value:  # containers: empty is what absent means
-                row[key] = sorted(value) if key == "stakeholders" else list(value) if key in _LISTS else dict(value)
+        # Empty containers, None, False and priority 0 are what an absent key means on load.
+        for key in ("deps", "workers", "failures"):
+            value = getattr(self, key)
+            if value:
+                row[key] = list(value)
+        if self.stakeholders:
+            row["stakeholders"] = sorted(self.stakeholders)
+        for key in ("params", "param_visibilities", "resources", "scheduler_message_responses"):
+            value = getattr(self, key)
+            if value:
+                row[key] = dict(value)
         for key in _NULLABLE:
             value = getattr(self, key)
             if value is not None:
@@ -335,7 +334,6 @@ _NULLABLE = (
     "scheduler_disable_time",
     "batch_id",
 )
-_LISTS = frozenset({"deps", "workers", "failures"})
 
 
 def _visibility(value: Any) -> int:

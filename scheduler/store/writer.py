@@ -1,4 +1,4 @@
-"""The leader's writers: each commits one group-commit batch at a time, fenced, on its own connection.
+"""The leader's writer: commits each group-commit batch, fenced, on a connection of its own.
 
 Every acknowledged write RPC waits for one of these commits, so a commit's round trips and
 hand-offs are the floor under the whole node's latency. The portable path (:meth:`Store.apply`)
@@ -6,14 +6,15 @@ costs six round trips on PostgreSQL (the pool's pre-ping, ``BEGIN``, the fence, 
 table, ``COMMIT``) and a worker thread. On PostgreSQL the writer sends the same transaction as ONE
 simple-query script instead, from the event loop itself::
 
-    BEGIN; DO <fence>; INSERT ... ON CONFLICT ...; DELETE ...; INSERT <events>; COMMIT
+    BEGIN; <fence>; INSERT ... ON CONFLICT ...; DELETE ...; INSERT <events>; COMMIT
 
 * **On the event loop, no thread.** The connection is psycopg2's asynchronous mode: the script is
   sent without blocking and the loop is told when the answer is readable. A thread per commit
   would cost two more wake-ups and a wait for the interpreter lock on every commit, while the
   loop is busiest.
-* **Fenced exactly like the portable path.** The fence (:meth:`lease.LeaderLease.fence_statement`)
-  comes first and takes the lease row's share lock; when it fails it raises inside the server,
+* **Fenced exactly like the portable path.** The fence (:meth:`lease.LeaderLease.fence_statement`:
+  a call of migration 0002's ``lh_fence`` function, or an anonymous ``DO`` block) comes first
+  and takes the lease row's share lock; when it fails it raises inside the server,
   which abandons the rest of the script, ``COMMIT`` included. The lock is held to the commit, so
   a takeover waits for an in-flight batch and every later batch of a deposed leader fails.
 * **All or nothing.** Any error leaves the transaction aborted; the writer rolls it back (or drops

@@ -277,6 +277,29 @@ def test_restore_of_rows_without_optional_keys(h: Harness, clock: FakeClock) -> 
     assert other.get_work(worker="W1", current_tasks=[])["task_id"] == "A"
 
 
+def test_a_task_row_leaves_out_what_an_absent_key_means(h: Harness) -> None:
+    h.add("A")
+    row = h.s.take_changes().tasks["A"]
+    assert "expl" not in row and "failures" not in row and "batchable" not in row and "resources" not in row
+    assert {"id", "status", "family", "updated", "time", "seq", "retry_policy"} <= set(row)
+    assert row["retry_policy"]["retry_count"] == h.s.settings.retry_count  # kept, not "today's default"
+
+
+def test_full_rows_as_older_versions_wrote_them_restore_the_same_state(h: Harness, clock: FakeClock) -> None:
+    build_busy_scheduler(h)
+    compact = roundtrip(h.s.export())
+    full_keys = {"module": None, "deps": [], "params": {}, "param_visibilities": {}, "priority": 0, "resources": {},
+                 "resources_running": None, "stakeholders": [], "workers": [], "worker_running": None,
+                 "time_running": None, "retry": None, "remove": None, "expl": None, "tracking_url": None,
+                 "status_message": None, "progress_percentage": None, "accepts_messages": False, "failures": [],
+                 "first_failure_time": None, "scheduler_disable_time": None, "runnable": False, "batchable": False,
+                 "batch_id": None, "scheduler_message_responses": {}}
+    full = Snapshot(tasks=[{**full_keys, **row} for row in compact.tasks], workers=compact.workers, meta=compact.meta)
+    other = fresh(clock)
+    other.restore(full)
+    assert other.export() == h.s.export()
+
+
 def test_status_counts_and_pending_count(h: Harness) -> None:
     h.add("A")
     h.add("B")
