@@ -37,6 +37,20 @@ def test_upgrade_twice_is_a_no_op(engine: sa.Engine) -> None:
     assert [t["id"] for t in store.load_all().tasks] == ["A"]
 
 
+def test_a_database_of_the_first_revision_upgrades_in_place_and_gets_the_fence_function(engine: sa.Engine) -> None:
+    upgrade(engine, "0001")
+    store = Store(engine)
+    store.apply(changes(tasks={"A": task_row("A")}), epoch=1)
+    assert store.is_current() is False
+    store.upgrade()
+    assert current_revision(engine) == head_revision()
+    assert [t["id"] for t in store.load_all().tasks] == ["A"]
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            found = conn.exec_driver_sql("SELECT count(*) FROM pg_proc WHERE proname = 'lh_fence'").scalar()
+        assert found == 1
+
+
 def test_nodes_starting_together_all_upgrade_cleanly(db_url: str, engine: sa.Engine) -> None:
     """Four nodes start at the same instant on an empty database: one migrates, the others wait
     for its commit and find nothing to do (a lock released before the commit let a second node
