@@ -217,31 +217,24 @@ class Task:
         the identity, status, family and clocks the store indexes, and the retry policy (absent
         would mean "today's default", not the policy the task was given).
         """
-        row: dict[str, Any] = {
-            "id": self.id,
-            "status": self.status,
-            "family": self.family,
-            "updated": self.updated,
-            "time": self.time,
-            "seq": self.seq,
-            "retry_policy": self.retry_policy.to_dict(),
-        }
+        row: dict[str, Any] = {key: getattr(self, key) for key in _ALWAYS_KEPT}
+        row["retry_policy"] = self.retry_policy.to_dict()
         # Empty containers, None, False and priority 0 are what an absent key means on load.
-        for key in ("deps", "workers", "failures"):
+        for key in _LIST_KEYS:
             value = getattr(self, key)
             if value:
                 row[key] = list(value)
         if self.stakeholders:
             row["stakeholders"] = sorted(self.stakeholders)
-        for key in ("params", "param_visibilities", "resources", "scheduler_message_responses"):
+        for key in _DICT_KEYS:
             value = getattr(self, key)
             if value:
                 row[key] = dict(value)
-        for key in _NULLABLE:
+        for key in _NULLABLE_KEYS:
             value = getattr(self, key)
             if value is not None:
                 row[key] = dict(value) if key == "resources_running" else value
-        for key in ("accepts_messages", "runnable", "batchable"):
+        for key in _FLAG_KEYS:
             if getattr(self, key):
                 row[key] = True
         if self.priority:
@@ -318,21 +311,15 @@ class Task:
 _new_object = object.__new__
 _fromkeys = dict.fromkeys
 
-#: Row keys left out of :meth:`Task.to_row` while None.
-_NULLABLE = (
-    "module",
-    "resources_running",
-    "worker_running",
-    "time_running",
-    "retry",
-    "remove",
-    "expl",
-    "tracking_url",
-    "status_message",
-    "progress_percentage",
-    "first_failure_time",
-    "scheduler_disable_time",
-    "batch_id",
+# How :meth:`Task.to_row` writes each row key; every key of TASK_ROW_KEYS is in one class.
+_ALWAYS_KEPT = ("id", "status", "family", "updated", "time", "seq")  # and retry_policy, as a dict
+_LIST_KEYS = ("deps", "workers", "failures")  # left out while empty
+_DICT_KEYS = ("params", "param_visibilities", "resources", "scheduler_message_responses")  # likewise
+_FLAG_KEYS = ("accepts_messages", "runnable", "batchable")  # left out while False
+_NULLABLE_KEYS = tuple(  # left out while None
+    key
+    for key in TASK_ROW_KEYS
+    if key not in {*_ALWAYS_KEPT, *_LIST_KEYS, *_DICT_KEYS, *_FLAG_KEYS, "retry_policy", "stakeholders", "priority"}
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -11,6 +10,7 @@ import sqlalchemy as sa
 from lease import create_engine
 from lease.clock import db_now
 from lease.retry import is_transient
+from tests.support.together import errors_of_calls_started_together
 
 
 def test_the_database_clock_is_unix_time_and_advances_inside_a_transaction(db_url):
@@ -43,31 +43,21 @@ def test_engines_opening_a_fresh_sqlite_file_at_the_same_instant_all_connect_in_
     """Switching a new file to WAL needs its exclusive lock, which SQLite does not wait for with
     the busy handler: before the connect hook retried it, nodes starting together on a new file
     failed about one race in ten with "database is locked"."""
-    failures = []
+    failures: list[BaseException] = []
     for race in range(30):
-        url = f"sqlite:///{tmp_path / f'race-{race}.db'}"
-        engines = [create_engine(url) for _ in range(4)]
-        start = threading.Barrier(len(engines))
-
-        def start_node(engine: sa.Engine, start: threading.Barrier = start) -> None:
-            """What a starting node does first: connect, then write (its migration)."""
-            try:
-                start.wait(10)
-                with engine.begin() as conn:
-                    assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-                    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
-                    conn.exec_driver_sql("INSERT INTO t VALUES (1)")
-            except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
-                failures.append(exc)
-
-        threads = [threading.Thread(target=start_node, args=(e,)) for e in engines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        engines = [create_engine(f"sqlite:///{tmp_path / f'race-{race}.db'}") for _ in range(4)]
+        failures += errors_of_calls_started_together(_connect_then_write, engines, timeout=30)
         for engine in engines:
             engine.dispose()
     assert failures == []
+
+
+def _connect_then_write(engine: sa.Engine) -> None:
+    """What a starting node does first: connect, then write (its migration)."""
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
 
 
 def test_sqlite_transactions_take_the_write_lock_at_begin(sqlite_url):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -11,6 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from scheduler.store import Store, current_revision, head_revision, metadata, upgrade
 from scheduler.store.migrate import VERSION_TABLE
 from tests.integration.store.helpers import changes, task_row
+from tests.support.together import errors_of_calls_started_together
 
 TABLES = {"lh_tasks", "lh_workers", "lh_meta", "lh_task_events", "lh_leases"}
 
@@ -58,21 +57,7 @@ def test_nodes_starting_together_all_upgrade_cleanly(db_url: str, engine: sa.Eng
     from lease import create_engine
 
     others = [create_engine(db_url) for _ in range(3)]
-    errors: list[BaseException] = []
-    start = threading.Barrier(4)
-
-    def run(e: sa.Engine) -> None:
-        try:
-            start.wait(10)
-            upgrade(e)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(e,)) for e in (engine, *others)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = errors_of_calls_started_together(upgrade, [engine, *others])
     for other in others:
         other.dispose()
     assert errors == []
