@@ -40,9 +40,15 @@ class Changes:
 
 @dataclass
 class Snapshot:
-    """The complete persisted state: every task row, every worker row, and the global values."""
+    """The complete persisted state: every task row, every worker row, and the global values.
 
-    tasks: list[dict[str, Any]] = field(default_factory=list)
+    A task row is a dict (what ``export()`` gives), or a ``Task`` that ``task_from_json`` has
+    just decoded from the stored text (what the store gives: decoding each row into its task as
+    it arrives from the database is faster than building dicts first). Either way ``restore``
+    turns it into a live task.
+    """
+
+    tasks: list[Any] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, object] = field(default_factory=dict)
 

@@ -22,7 +22,7 @@ from typing import Any
 from . import heaps
 from .changes import Changes, Snapshot
 from .constants import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING
-from .entities import Task, Worker, batchers_from_row
+from .entities import Task, Worker, batchers_from_row, resolve_policy
 from .rpc_admin import AdminRPCs
 
 
@@ -104,14 +104,14 @@ class PersistenceAPI(AdminRPCs):
         self._index_tasks(tasks, workers, now)
         self._changes.clear()
 
-    def _load_tasks(self, rows: list[dict[str, Any]]) -> dict[str, Task]:
+    def _load_tasks(self, rows: list[Any]) -> dict[str, Task]:
         policy = self._default_policy
         tasks: dict[str, Task] = {}
         by_status = self._by_status
-        decode = Task.from_row
+        from_row = Task.from_row
         missing_seq: list[Task] = []
         for row in rows:
-            task = decode(row, policy, 0)
+            task = resolve_policy(row if row.__class__ is Task else from_row(row), policy)
             if not task.seq:
                 missing_seq.append(task)
             tasks[task.id] = task

@@ -109,7 +109,7 @@ class CoreState(Bookkeeping):
     def _create_task(self, task_id: str, status: str, now: float, **fields: Any) -> Task:
         self._seq += 1
         deps = fields.pop("deps", None)
-        task = Task(task_id, status, now=now, seq=self._seq, retry_policy=self._default_policy, **fields)
+        task = Task.new(task_id, status, now=now, seq=self._seq, retry_policy=self._default_policy, **fields)
         self._tasks[task_id] = task
         self._by_status[status][task_id] = task
         self._removal_candidates.add(task_id)  # no stakeholder yet

@@ -1,9 +1,10 @@
-"""Row <-> JSON text. Decoding is most of a takeover's time, so ``loads_rows`` is tuned.
+"""Row <-> JSON text: the encoder of every stored row, the decoder of worker rows and values.
 
-Standard library only, on purpose: the text written and the values read back must not depend on
-what else happens to be installed. (orjson would decode about twice as fast, but it refuses
-``Infinity`` and, in the versions we tried, silently turns integers beyond 64 bits into floats.)
-``Infinity``/``NaN`` are allowed because Luigi sends ``max_batch_size: Infinity``.
+Standard library only, on purpose: the text written must not depend on what else happens to be
+installed. ``Infinity``/``NaN`` are allowed because Luigi sends ``max_batch_size: Infinity``.
+Task rows, most of a takeover's work, are decoded by the core itself, straight into its task
+objects (``scheduler.core.entities.task_from_json``, which falls back to ``json`` for anything
+msgspec refuses, such as ``Infinity``).
 """
 
 from __future__ import annotations

@@ -8,18 +8,20 @@ matter and both are tuned:
   the fence, one multi-row upsert per table, one ``DELETE ... IN`` per chunk of removed ids,
   one multi-row insert of events, the commit.
 * :meth:`Store.load_all` runs at takeover while clients wait, so it fetches only the JSON
-  column and decodes it with the C json decoder.
+  column and hands the task rows over as text, which the core decodes straight into its
+  task objects.
 
 Everything else (events, counts, max_epoch) is for the UI and for operators.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -41,6 +43,8 @@ from scheduler.store.tables import (
     tasks,
     workers,
 )
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from scheduler.core import Snapshot
@@ -192,12 +196,17 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def load_all(self) -> Snapshot:
+    def load_all(self, decode_task: Callable[[str | bytes], Any] = loads) -> Snapshot:
         """The whole durable state, as the core's ``Snapshot``, read in one consistent transaction.
 
-        The rows are fetched first and decoded after the transaction ends: decoding a large state
-        takes long enough to trip the server's idle-in-transaction timeout, and on SQLite the
-        transaction holds the write lock.
+        ``decode_task`` turns each stored task row (its JSON text) into what ``Snapshot.tasks``
+        holds: the row as a dict by default; a node passes the core's ``task_from_json``, which
+        decodes straight into task objects. On PostgreSQL each row is decoded as soon as it
+        arrives, while ``COPY ... TO STDOUT`` streams the table: the server produces the next
+        rows while this process decodes, and no copy of the whole result is held in memory.
+        Elsewhere the rows are fetched first and decoded after the transaction ends (on SQLite
+        the transaction holds the database). A damaged row is reported after the read, never
+        by abandoning a COPY half-way.
         """
         from scheduler.core import Snapshot
 
@@ -209,12 +218,19 @@ class Store:
                     if self._is_pg:
                         # The engine's statement timeout is sized for the lease, not for a big state.
                         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.load_timeout * 1000)}")
-                    task_data = self._texts(conn, self._sql_load_tasks)
                     worker_data = self._texts(conn, self._sql_load_workers)
                     meta_items = conn.execute(sa.select(meta.c.key, meta.c.value)).all()
+                    if self._is_pg:
+                        task_rows, damaged = _copy_decoded(conn, f"SELECT data FROM {tasks.name}", decode_task)
+                    else:
+                        task_texts = self._texts(conn, self._sql_load_tasks)
+            if not self._is_pg:
+                task_rows, damaged = _decoded(task_texts, decode_task)
             try:
+                if damaged is not None:
+                    raise damaged
                 return Snapshot(
-                    tasks=loads_rows(task_data),
+                    tasks=task_rows,
                     workers=loads_rows(worker_data),
                     meta={key: loads(value) for key, value in meta_items},
                 )
@@ -375,3 +391,66 @@ def _event_params(events: Iterable[dict], epoch: int) -> list[dict]:
             }
         )
     return rows
+
+
+# -- reading rows into objects --------------------------------------------------------------------
+
+#: The escapes of COPY's text format, as PostgreSQL writes them (backslash and control characters).
+_COPY_ESCAPES = {b"\\": b"\\", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+_COPY_ESCAPE = re.compile(rb"\\(.)", re.S)
+
+
+def _copy_unescaped(line: bytes) -> bytes:
+    """The value of a one-column row of ``COPY ... TO STDOUT`` (text format), newline kept."""
+    if b"\\" not in line:
+        return line
+    return _COPY_ESCAPE.sub(lambda m: _COPY_ESCAPES.get(m[1], m[1]), line)
+
+
+def _copy_decoded(
+    conn: sa.Connection, query: str, decode: Callable[[bytes], T]
+) -> tuple[list[T], ValueError | None]:
+    """The one column ``query`` selects, each value decoded by ``decode``, read with COPY.
+
+    Runs in the connection's current transaction. PostgreSQL sends COPY data one row per
+    message and libpq hands each over as it arrives, so rows are decoded while the server is
+    still producing the next ones. Returns the decoded values and the first damaged row's
+    error (the rest of the rows are still read, so the connection is never left mid-COPY).
+    """
+    values: list[T] = []
+    damaged: list[ValueError] = []
+    append = values.append
+
+    class _Sink:
+        @staticmethod
+        def write(line: bytes) -> None:
+            text = _copy_unescaped(line)
+            try:
+                append(decode(text))
+            except ValueError as exc:
+                damaged.append(_damaged(text, exc))
+
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT", _Sink())
+    finally:
+        cursor.close()
+    return values, (damaged[0] if damaged else None)
+
+
+def _decoded(texts: Iterable[str], decode: Callable[[str], T]) -> tuple[list[T], ValueError | None]:
+    """``[decode(t) for t in texts]``, and the first damaged row's error instead of raising it."""
+    values: list[T] = []
+    append = values.append
+    for text in texts:
+        try:
+            append(decode(text))
+        except ValueError as exc:
+            return values, _damaged(text, exc)
+    return values, None
+
+
+def _damaged(text: str | bytes, exc: ValueError) -> ValueError:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return ValueError(f"stored row is not valid JSON ({exc}): {text.rstrip()[:120]!r}")

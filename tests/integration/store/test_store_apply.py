@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import math
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 
+from scheduler.core import task_from_json
+from scheduler.core.entities import Task
 from scheduler.store import Store, StoreError
 from scheduler.store.tables import task_events, tasks, workers
 from tests.integration.store.helpers import changes, event, task_row
@@ -198,9 +201,34 @@ def test_a_thousand_changed_tasks_in_one_batch(store: Store) -> None:
     assert store.counts() == {"DONE": 1000}
 
 
-def test_a_damaged_stored_row_fails_load_all_loudly(store: Store) -> None:
-    store.apply(changes(tasks={"A": task_row("A"), "B": task_row("B")}), epoch=1)
+@pytest.mark.parametrize("decode_task", [None, task_from_json], ids=["rows", "tasks"])
+def test_a_damaged_stored_row_fails_load_all_loudly_and_the_store_keeps_working(store: Store, decode_task) -> None:
+    load = store.load_all if decode_task is None else lambda: store.load_all(decode_task=decode_task)
+    store.apply(changes(tasks={"A": task_row("A"), "B": task_row("B"), "C": task_row("C")}), epoch=1)
     with store.engine.begin() as conn:
         conn.execute(sa.update(tasks).where(tasks.c.task_id == "B").values(data='{"id": "B", "stat'))
-    with pytest.raises(StoreError, match="load_all failed.*not valid JSON"):
-        store.load_all()
+    with pytest.raises(StoreError, match="""load_all failed.*not valid JSON.*'{"id": "B", "stat'"""):
+        load()
+    store.apply(changes(tasks={"B": task_row("B", "DONE")}), epoch=1)  # the connection was not left mid-read
+    assert sorted(t["id"] if decode_task is None else t.id for t in load().tasks) == ["A", "B", "C"]
+
+
+def test_load_all_decodes_each_task_row_with_the_callable_given(store: Store) -> None:
+    """The node's path: rows become core tasks as they are read (on PostgreSQL, from a COPY stream
+    whose text format escapes backslashes and control characters)."""
+    rows = {
+        "Plain": task_row("Plain", deps=["Up"], workers=["w1"], stakeholders=["w1"], time=1.5, seq=4),
+        "Escapes": task_row(
+            "Escapes",
+            expl='Traceback:\n\tFile "x.py", line 1\r\n\\server\\share \b\f\v',
+            params={"path": "C:\\tmp\\new", "tab": "a\tb", "quote": 'say "hi"', "nl": "line1\nline2"},
+            status_message="naïve café ☃ 🦆 日本語",
+        ),
+        "Control": task_row("Control", params={"chars": "".join(chr(c) for c in range(32))}),
+        "Odd": task_row("Odd", resources={"db": math.inf}, params={"big": 10**30}),
+    }
+    store.apply(changes(tasks=rows), epoch=1)
+    loaded = {task.id: task for task in store.load_all(decode_task=task_from_json).tasks}
+    assert set(loaded) == set(rows)
+    for task_id, row in rows.items():
+        assert msgspec.structs.asdict(loaded[task_id]) == msgspec.structs.asdict(Task.from_row(row)), task_id

@@ -7,8 +7,9 @@ import json
 
 from core_harness import FakeClock, Harness
 
-from scheduler.core import Changes, Scheduler, SchedulerSettings, Snapshot
+from scheduler.core import Changes, Scheduler, SchedulerSettings, Snapshot, task_from_json
 from scheduler.core.entities import Task
+from scheduler.store.codec import dumps
 
 REQUIRED_TASK_KEYS = {"id", "status", "family", "updated"}
 
@@ -298,6 +299,19 @@ def test_full_rows_as_older_versions_wrote_them_restore_the_same_state(h: Harnes
     other = fresh(clock)
     other.restore(full)
     assert other.export() == h.s.export()
+
+
+def test_tasks_decoded_from_their_stored_json_restore_the_same_state(h: Harness, clock: FakeClock) -> None:
+    """What a node does at takeover: the store hands over tasks ``task_from_json`` decoded."""
+    build_busy_scheduler(h)
+    exported = h.s.export()
+    other = fresh(clock)
+    other.restore(
+        Snapshot(tasks=[task_from_json(dumps(row)) for row in exported.tasks], workers=exported.workers,
+                 meta=exported.meta)
+    )
+    assert other.export() == exported
+    assert other.get_work(worker="W2", current_tasks=[]) == h.s.get_work(worker="W2", current_tasks=[])
 
 
 def test_status_counts_and_pending_count(h: Harness) -> None:
