@@ -6,7 +6,7 @@
     python bench/store_load.py postgresql://u:p@host/scratch     # an existing, EMPTY scratch database
 
 It fills the database with N realistic task rows (shaped like ``scheduler.core``'s, with a few
-deps each) plus workers, then prints: the fill rate, ``load_all`` (best of --repeat), and apply
+deps each) plus workers, then prints: the fill rate, ``load_all`` as a node calls it (best of --repeat), and apply
 latency for a batch of 1 changed task + 1 event and for 1,000 changed tasks, with and without the
 lease's fence check. Throwaway servers come from tests/support/dbservers.py; by default they run
 with fsync off, like the test suite, so commit latency there is a lower bound (see --durable).
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa  # noqa: E402
 
 from lease import check_fence, create_engine  # noqa: E402
-from scheduler.core import Changes  # noqa: E402
+from scheduler.core import Changes, Scheduler  # noqa: E402
 from scheduler.store import Store  # noqa: E402
 from scheduler.store.tables import leases  # noqa: E402
 
@@ -113,8 +113,10 @@ def run(url: str, n: int, repeat: int, deps: int) -> None:
     seconds = fill(store, n, deps=deps)
     print(f"fill {n} tasks: {seconds:.2f} s ({n / seconds:,.0f} rows/s, batches of {FILL_BATCH})")
 
-    loads = _timed(store.load_all, repeat)
-    snap = store.load_all()
+    # As a node takes over: every row decoded straight into the core's task objects.
+    load = partial(store.load_all, decode_task=Scheduler().task_decoder())
+    loads = _timed(load, repeat)
+    snap = load()
     assert len(snap.tasks) == n, (len(snap.tasks), n)
     print(f"load_all {n} tasks: best {min(loads):.3f} s, median {statistics.median(loads):.3f} s")
 

@@ -33,7 +33,6 @@ from typing import Any
 import structlog
 
 from lease import FencedOut, LeaderLease
-from scheduler.core import task_from_json
 from scheduler.metrics import NodeMetrics
 from scheduler.sdnotify import notify
 from scheduler.store.writer import BatchWriter, open_writer
@@ -351,9 +350,8 @@ class Node:
 
     def _load_core(self) -> Any:
         """Read the whole state and build a core from it (runs in a worker thread)."""
-        snapshot = self._store.load_all(decode_task=task_from_json)
         core = self._core_factory()
-        core.restore(snapshot)
+        core.restore(self._store.load_all(decode_task=core.task_decoder()))
         core.grant_grace()
         return core
 

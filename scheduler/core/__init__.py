@@ -5,9 +5,8 @@ what ``take_changes()`` reports, and rebuilds it with ``restore()`` after a take
 """
 
 from .changes import Changes, Snapshot
-from .entities import task_from_json
 from .errors import InvalidArgument
 from .scheduler import RPC_METHODS, Scheduler
 from .settings import SchedulerSettings
 
-__all__ = ["Changes", "InvalidArgument", "RPC_METHODS", "Scheduler", "SchedulerSettings", "Snapshot", "task_from_json"]
+__all__ = ["Changes", "InvalidArgument", "RPC_METHODS", "Scheduler", "SchedulerSettings", "Snapshot"]

@@ -42,10 +42,10 @@ class Changes:
 class Snapshot:
     """The complete persisted state: every task row, every worker row, and the global values.
 
-    A task row is a dict (what ``export()`` gives), or a ``Task`` that ``task_from_json`` has
-    just decoded from the stored text (what the store gives: decoding each row into its task as
-    it arrives from the database is faster than building dicts first). Either way ``restore``
-    turns it into a live task.
+    A task row is a dict (what ``export()`` gives), or a ``Task`` that the restoring scheduler's
+    ``task_decoder()`` has just decoded from the stored text (what the store gives a node:
+    decoding each row into its task as it arrives from the database is faster than building
+    dicts first). ``restore`` rebuilds the first kind and adopts the second as it is.
     """
 
     tasks: list[Any] = field(default_factory=list)

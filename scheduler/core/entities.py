@@ -1,9 +1,10 @@
 """Task and Worker records, and their JSON-safe rows.
 
-The records are plain slotted objects: the scheduler owns every index over them and is the only
-code that mutates them (through ``state.CoreState``), so the classes carry data and bookkeeping
-only.  Rows are what the store persists; they hold every field needed to rebuild the exact
-scheduling state, and none of the derived index bookkeeping, which ``restore`` recomputes.
+The scheduler owns every index over these records and is the only code that mutates them
+(through ``state.CoreState``), so the classes carry data and bookkeeping only. ``Task`` is a
+msgspec ``Struct`` (stored rows decode straight into tasks), ``Worker`` a slotted class. Rows are
+what the store persists; they hold every field needed to rebuild the exact scheduling state, and
+none of the derived index bookkeeping, which ``restore`` recomputes.
 
 Sets of ids (``deps``, ``workers``, ``stakeholders``) are dicts with ``None`` values: insertion
 order matters for ``workers`` (the last-added worker drives ``n_pending_last_scheduled``) and
@@ -74,10 +75,7 @@ class Task(msgspec.Struct, kw_only=True, gc=False, eq=False):
     holds a reference to another task or to anything that could point back at it (the graph is
     linked by ids).
 
-    The row fields come first, in ``TASK_ROW_KEYS`` order, with the value an absent key means;
-    ``deps``, ``stakeholders`` and ``workers`` are dicts with ``None`` values at run time, but
-    hold the stored list between decoding and :func:`finish_loaded`, as ``retry_policy`` holds
-    the stored dict and ``time`` may be None ("same as ``updated``").
+    The row fields come first, in ``TASK_ROW_KEYS`` order, with the value an absent key means.
     """
 
     id: str
@@ -216,8 +214,8 @@ class Task(msgspec.Struct, kw_only=True, gc=False, eq=False):
         return row
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Task:
-        """A task rebuilt from a decoded row, its retry policy still as stored (see :func:`resolve_policy`).
+    def from_row(cls, row: Mapping[str, Any], default_policy: RetryPolicy) -> Task:
+        """A live task rebuilt from a decoded row (``default_policy``: when it stores none).
 
         Only ``id``, ``status`` and ``updated`` are required: :meth:`to_row` leaves defaults
         out, and rows written by older versions carry every key. This is the lenient path (any
@@ -263,16 +261,16 @@ class Task(msgspec.Struct, kw_only=True, gc=False, eq=False):
             batch_id=get("batch_id"),
             scheduler_message_responses=dict(responses) if responses else {},
         )
-        return _finish_loaded(task)
+        return _finish_loaded(task, default_policy)
 
 
-def _finish_loaded(task: Task) -> Task:
-    """Turn the stored forms of a just-decoded task's id sets and clocks into their run-time forms.
+def _finish_loaded(task: Task, default_policy: RetryPolicy) -> Task:
+    """Turn the stored forms of a just-decoded task's values into their run-time forms.
 
     Id sets are stored as lists and held as dicts with ``None`` values (ordered, and not tracked
-    by the cyclic collector); an absent creation time means the last update's. Done right after
-    decoding, while the task is still in the CPU cache. The retry policy stays the stored dict
-    (or None) until :func:`resolve_policy` runs: the default it falls back to is the scheduler's.
+    by the cyclic collector); an absent creation time means the last update's; the stored retry
+    policy (a dict; absent: the scheduler's default) becomes a shared ``RetryPolicy``. Done right
+    after decoding, while the task is still in the CPU cache.
     """
     ids = task.deps
     if ids.__class__ is not dict:
@@ -285,18 +283,13 @@ def _finish_loaded(task: Task) -> Task:
         task.workers = _fromkeys(ids)
     if task.time is None:
         task.time = task.updated
-    return task
-
-
-def resolve_policy(task: Task, default_policy: RetryPolicy) -> Task:
-    """Replace a loaded task's stored retry policy (a dict; absent: today's default) by a shared ``RetryPolicy``."""
     policy = task.retry_policy
     task.retry_policy = policy_from_row(policy, default_policy) if policy else default_policy
     return task
 
 
-def task_from_json(row_json: str | bytes) -> Task:
-    """The task of one stored JSON row, as ``Task.from_row(json.loads(row_json))`` gives it.
+def task_from_json(row_json: str | bytes, default_policy: RetryPolicy) -> Task:
+    """The live task of one stored JSON row: ``Task.from_row(json.loads(row_json), default_policy)``.
 
     msgspec decodes the text straight into a ``Task``, about twice as fast as the standard
     library builds the row dict alone. It refuses a few things ``json`` accepts and ``to_row``
@@ -305,13 +298,13 @@ def task_from_json(row_json: str | bytes) -> Task:
     never depends on which path ran. Raises ``ValueError`` if it is not a JSON object.
     """
     try:
-        return _finish_loaded(_decode_task(row_json))
+        return _finish_loaded(_decode_task(row_json), default_policy)
     except msgspec.MsgspecError:
         row = json.loads(row_json)
         if not isinstance(row, dict):
             raise ValueError("a task row must be a JSON object") from None
         try:
-            return Task.from_row(row)
+            return Task.from_row(row, default_policy)
         except (KeyError, TypeError) as exc:
             raise ValueError(
                 f"a task row is not usable ({type(exc).__name__}: {exc}); it needs at least id, status and updated"

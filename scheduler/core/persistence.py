@@ -13,16 +13,17 @@ from the visualiser.
 
 from __future__ import annotations
 
+import functools
 import gc
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from . import heaps
 from .changes import Changes, Snapshot
 from .constants import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING
-from .entities import Task, Worker, batchers_from_row, resolve_policy
+from .entities import Task, Worker, batchers_from_row, task_from_json
 from .rpc_admin import AdminRPCs
 
 
@@ -111,7 +112,7 @@ class PersistenceAPI(AdminRPCs):
         from_row = Task.from_row
         missing_seq: list[Task] = []
         for row in rows:
-            task = resolve_policy(row if row.__class__ is Task else from_row(row), policy)
+            task = row if row.__class__ is Task else from_row(row, policy)
             if not task.seq:
                 missing_seq.append(task)
             tasks[task.id] = task
@@ -267,6 +268,15 @@ class PersistenceAPI(AdminRPCs):
                     dependent.dis = True
                     self._recount(dependent, False, dependent.c_running, dependent.c_respend)
                     stack.append(dependent)
+
+    def task_decoder(self) -> Callable[[str | bytes], Task]:
+        """What turns one stored task row (its JSON text) into a live task for :meth:`restore`.
+
+        A store calls it on each row as the row arrives (``Store.load_all(decode_task=...)``) and
+        ``restore`` adopts the tasks as they are: decoding straight into task objects, with this
+        scheduler's default retry policy filled in, is most of what a takeover costs.
+        """
+        return functools.partial(task_from_json, default_policy=self._default_policy)
 
     def grant_grace(self) -> None:
         """Treat every known worker, and every runner of a running task, as just seen.

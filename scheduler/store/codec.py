@@ -3,8 +3,8 @@
 Standard library only, on purpose: the text written must not depend on what else happens to be
 installed. ``Infinity``/``NaN`` are allowed because Luigi sends ``max_batch_size: Infinity``.
 Task rows, most of a takeover's work, are decoded by the core itself, straight into its task
-objects (``scheduler.core.entities.task_from_json``, which falls back to ``json`` for anything
-msgspec refuses, such as ``Infinity``).
+objects (``Scheduler.task_decoder()``, which falls back to ``json`` for anything msgspec
+refuses, such as ``Infinity``).
 """
 
 from __future__ import annotations

@@ -200,8 +200,8 @@ class Store:
         """The whole durable state, as the core's ``Snapshot``, read in one consistent transaction.
 
         ``decode_task`` turns each stored task row (its JSON text) into what ``Snapshot.tasks``
-        holds: the row as a dict by default; a node passes the core's ``task_from_json``, which
-        decodes straight into task objects. On PostgreSQL each row is decoded as soon as it
+        holds: the row as a dict by default; a node passes its new core's ``task_decoder()``,
+        which decodes straight into task objects. On PostgreSQL each row is decoded as soon as it
         arrives, while ``COPY ... TO STDOUT`` streams the table: the server produces the next
         rows while this process decodes, and no copy of the whole result is held in memory.
         Elsewhere the rows are fetched first and decoded after the transaction ends (on SQLite
@@ -402,8 +402,6 @@ _COPY_ESCAPE = re.compile(rb"\\(.)", re.S)
 
 def _copy_unescaped(line: bytes) -> bytes:
     """The value of a one-column row of ``COPY ... TO STDOUT`` (text format), newline kept."""
-    if b"\\" not in line:
-        return line
     return _COPY_ESCAPE.sub(lambda m: _COPY_ESCAPES.get(m[1], m[1]), line)
 
 
@@ -424,7 +422,7 @@ def _copy_decoded(
     class _Sink:
         @staticmethod
         def write(line: bytes) -> None:
-            text = _copy_unescaped(line)
+            text = _copy_unescaped(line) if b"\\" in line else line
             try:
                 append(decode(text))
             except ValueError as exc:

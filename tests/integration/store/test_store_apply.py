@@ -9,7 +9,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from scheduler.core import task_from_json
+from scheduler.core import Scheduler
 from scheduler.core.entities import Task
 from scheduler.store import Store, StoreError
 from scheduler.store.tables import task_events, tasks, workers
@@ -201,7 +201,7 @@ def test_a_thousand_changed_tasks_in_one_batch(store: Store) -> None:
     assert store.counts() == {"DONE": 1000}
 
 
-@pytest.mark.parametrize("decode_task", [None, task_from_json], ids=["rows", "tasks"])
+@pytest.mark.parametrize("decode_task", [None, Scheduler().task_decoder()], ids=["rows", "tasks"])
 def test_a_damaged_stored_row_fails_load_all_loudly_and_the_store_keeps_working(store: Store, decode_task) -> None:
     load = store.load_all if decode_task is None else lambda: store.load_all(decode_task=decode_task)
     store.apply(changes(tasks={"A": task_row("A"), "B": task_row("B"), "C": task_row("C")}), epoch=1)
@@ -228,7 +228,9 @@ def test_load_all_decodes_each_task_row_with_the_callable_given(store: Store) ->
         "Odd": task_row("Odd", resources={"db": math.inf}, params={"big": 10**30}),
     }
     store.apply(changes(tasks=rows), epoch=1)
-    loaded = {task.id: task for task in store.load_all(decode_task=task_from_json).tasks}
+    core = Scheduler()
+    loaded = {task.id: task for task in store.load_all(decode_task=core.task_decoder()).tasks}
     assert set(loaded) == set(rows)
     for task_id, row in rows.items():
-        assert msgspec.structs.asdict(loaded[task_id]) == msgspec.structs.asdict(Task.from_row(row)), task_id
+        expected = Task.from_row(row, core._default_policy)
+        assert msgspec.structs.asdict(loaded[task_id]) == msgspec.structs.asdict(expected), task_id

@@ -7,7 +7,7 @@ import json
 
 from core_harness import FakeClock, Harness
 
-from scheduler.core import Changes, Scheduler, SchedulerSettings, Snapshot, task_from_json
+from scheduler.core import Changes, Scheduler, SchedulerSettings, Snapshot
 from scheduler.core.entities import Task
 from scheduler.store.codec import dumps
 
@@ -302,14 +302,13 @@ def test_full_rows_as_older_versions_wrote_them_restore_the_same_state(h: Harnes
 
 
 def test_tasks_decoded_from_their_stored_json_restore_the_same_state(h: Harness, clock: FakeClock) -> None:
-    """What a node does at takeover: the store hands over tasks ``task_from_json`` decoded."""
+    """What a node does at takeover: the store hands over tasks its new core's decoder built."""
     build_busy_scheduler(h)
     exported = h.s.export()
     other = fresh(clock)
-    other.restore(
-        Snapshot(tasks=[task_from_json(dumps(row)) for row in exported.tasks], workers=exported.workers,
-                 meta=exported.meta)
-    )
+    decode = other.task_decoder()
+    other.restore(Snapshot(tasks=[decode(dumps(row)) for row in exported.tasks], workers=exported.workers,
+                           meta=exported.meta))
     assert other.export() == exported
     assert other.get_work(worker="W2", current_tasks=[]) == h.s.get_work(worker="W2", current_tasks=[])
 

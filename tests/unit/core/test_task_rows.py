@@ -1,13 +1,14 @@
 """Stored task rows -> live tasks: the fast JSON decoder gives exactly what the lenient path gives.
 
 A takeover decodes every stored row with ``task_from_json`` (msgspec, straight into ``Task``
-objects). Whatever it cannot take goes through ``json`` + ``Task.from_row``; these tests pin that
-both paths agree field for field, that ordinary rows never take the slow path, and that a
-damaged row is an error that says so.
+objects; what ``Scheduler.task_decoder()`` hands the store). Whatever it cannot take goes through
+``json`` + ``Task.from_row``; these tests pin that both paths agree field for field, that
+ordinary rows never take the slow path, and that a damaged row is an error that says so.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -19,6 +20,8 @@ from scheduler.core.retry import make_policy
 from scheduler.store.codec import dumps
 
 POLICY = {"retry_count": 3, "disable_hard_timeout": 999999999, "disable_window": 3600}
+DEFAULT = make_policy(5, 100, 200)  # the scheduler's default, for rows that store no policy
+decode = functools.partial(task_from_json, default_policy=DEFAULT)
 W1 = "Worker(salt=1, workers=4, host=a, username=etl, pid=7)"
 
 COMPACT = {"id": "A(x=1)", "status": "PENDING", "family": "A", "updated": 1700000000.5, "time": 1700000000.25,
@@ -63,10 +66,10 @@ def same(a: object, b: object) -> bool:
 
 @pytest.mark.parametrize("row", ORDINARY_ROWS, ids=["compact", "full-legacy", "running", "minimal"])
 def test_the_fast_path_decodes_every_row_the_core_writes_without_falling_back(row: dict, monkeypatch) -> None:
-    expected = fields(Task.from_row(json.loads(dumps(row))))
-    monkeypatch.setattr(Task, "from_row", classmethod(lambda cls, row: pytest.fail("fell back to Task.from_row")))
-    assert same(fields(task_from_json(dumps(row))), expected)
-    assert same(fields(task_from_json(dumps(row).encode())), expected)  # COPY hands over bytes
+    expected = fields(Task.from_row(json.loads(dumps(row)), DEFAULT))
+    monkeypatch.setattr(Task, "from_row", classmethod(lambda cls, *args: pytest.fail("fell back to Task.from_row")))
+    assert same(fields(decode(dumps(row))), expected)
+    assert same(fields(decode(dumps(row).encode())), expected)  # COPY hands over bytes
 
 
 @pytest.mark.parametrize("row", list(ODD_ROWS.values()), ids=list(ODD_ROWS))
@@ -74,22 +77,22 @@ def test_rows_msgspec_refuses_are_read_by_the_standard_library_with_the_same_res
     text = dumps(row)
     with pytest.raises(msgspec.MsgspecError):
         msgspec.json.decode(text, type=Task)
-    assert same(fields(task_from_json(text)), fields(Task.from_row(json.loads(text))))
+    assert same(fields(decode(text)), fields(Task.from_row(json.loads(text), DEFAULT)))
 
 
 def test_a_loaded_task_holds_its_run_time_forms() -> None:
-    task = task_from_json(dumps(COMPACT))
+    task = decode(dumps(COMPACT))
     assert task.deps == {"B(x=1)": None, "C(x=1)": None} and task.workers == {W1: None} == task.stakeholders
     assert task.time == 1700000000.25 and task.seq == 3
-    assert task.retry_policy == POLICY  # resolved against the scheduler's defaults by restore
-    minimal = task_from_json(dumps(MINIMAL))
-    assert minimal.time == 5 and minimal.seq == 0 and minimal.deps == {} and minimal.retry_policy is None
+    assert task.retry_policy is make_policy(3, 999999999, 3600)  # shared, as the scheduler's own are
+    minimal = decode(dumps(MINIMAL))
+    assert minimal.time == 5 and minimal.seq == 0 and minimal.deps == {} and minimal.retry_policy is DEFAULT
     assert (minimal.family, minimal.params, minimal.failures, minimal.runnable) == ("", {}, (), False)
-    assert minimal.params is not task_from_json(dumps(MINIMAL)).params  # defaults are never shared
+    assert minimal.params is not decode(dumps(MINIMAL)).params  # defaults are never shared
 
 
 def test_values_keep_their_json_types() -> None:
-    task = task_from_json(dumps({**MINIMAL, "priority": 3, "time": 4.0, "resources": {"big": 10**30}}))
+    task = decode(dumps({**MINIMAL, "priority": 3, "time": 4.0, "resources": {"big": 10**30}}))
     assert (task.priority, type(task.priority)) == (3, int)
     assert (task.time, type(task.time)) == (4.0, float)
     assert task.resources == {"big": 10**30}
@@ -107,7 +110,7 @@ def test_values_keep_their_json_types() -> None:
 )
 def test_a_damaged_row_is_a_value_error_that_names_the_problem(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
-        task_from_json(text)
+        decode(text)
 
 
 def test_tasks_compare_and_hash_by_identity() -> None:
