@@ -130,6 +130,7 @@ class Store:
         self.load_timeout = load_timeout
         dialect = engine.dialect
         self._is_pg = dialect.name == "postgresql"
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
         # Built once: statement construction is measurable on the apply hot path.
         self._upsert_tasks = _upsert(dialect, tasks)
         self._upsert_workers = _upsert(dialect, workers)
@@ -154,7 +155,7 @@ class Store:
     def _errors(self, operation: str) -> Iterator[None]:
         try:
             yield
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, self._driver_error) as exc:  # the driver's own: load_all's COPY
             raise StoreError(describe(operation, self.engine, exc)) from exc
 
     # -- schema -------------------------------------------------------------------------------

@@ -213,6 +213,14 @@ def test_a_damaged_stored_row_fails_load_all_loudly_and_the_store_keeps_working(
     assert sorted(t["id"] if decode_task is None else t.id for t in load().tasks) == ["A", "B", "C"]
 
 
+def test_a_read_the_database_refuses_is_a_store_error_on_every_database(store: Store) -> None:
+    store.apply(changes(tasks={"A": task_row("A")}), epoch=1)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE lh_tasks RENAME COLUMN data TO data_moved")
+    with pytest.raises(StoreError, match="load_all failed on .*data"):
+        store.load_all(decode_task=Scheduler().task_decoder())
+
+
 def test_load_all_decodes_each_task_row_with_the_callable_given(store: Store) -> None:
     """The node's path: rows become core tasks as they are read (on PostgreSQL, from a COPY stream
     whose text format escapes backslashes and control characters)."""
