@@ -450,6 +450,7 @@ def _decoded(texts: Iterable[str], decode: Callable[[str], T]) -> tuple[list[T],
 
 
 def _damaged(text: str | bytes, exc: ValueError) -> ValueError:
+    """The error for a stored row that cannot be decoded, quoting the row's start."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return ValueError(f"stored row is not valid JSON ({exc}): {text.rstrip()[:120]!r}")
+    return ValueError(f"a stored task row cannot be read ({exc}): {text.rstrip()[:120]!r}")
