@@ -219,7 +219,7 @@ class Task(msgspec.Struct, kw_only=True, gc=False, eq=False):
 
         Only ``id``, ``status`` and ``updated`` are required: :meth:`to_row` leaves defaults
         out, and rows written by older versions carry every key. This is the lenient path (any
-        value that was ever stored is accepted); :func:`tasks_from_json` is the fast one.
+        value that was ever stored is accepted); :func:`task_from_json` is the fast one.
         ``params``, ``param_visibilities`` and ``resources`` are shared with the row, not
         copied: the scheduler only ever replaces those dicts, never mutates them in place.
         """
@@ -235,14 +235,14 @@ class Task(msgspec.Struct, kw_only=True, gc=False, eq=False):
             updated=row["updated"],
             time=get("time"),
             seq=get("seq") or 0,  # 0: restore numbers it after the highest
-            deps=get("deps") or {},
+            deps=_fromkeys(get("deps") or ()),  # a fresh dict, never the row's own
             params=get("params") or {},
             param_visibilities=get("param_visibilities") or {},
             priority=get("priority") or 0,
             resources=get("resources") or {},
             resources_running=None if running is None else dict(running),
-            stakeholders=get("stakeholders") or {},
-            workers=get("workers") or {},
+            stakeholders=_fromkeys(get("stakeholders") or ()),
+            workers=_fromkeys(get("workers") or ()),
             worker_running=get("worker_running"),
             time_running=get("time_running"),
             retry=get("retry"),

@@ -222,7 +222,7 @@ class Store:
                     worker_data = self._texts(conn, self._sql_load_workers)
                     meta_items = conn.execute(sa.select(meta.c.key, meta.c.value)).all()
                     if self._is_pg:
-                        task_rows, damaged = _copy_decoded(conn, f"SELECT data FROM {tasks.name}", decode_task)
+                        task_rows, damaged = _copy_decoded(conn, self._sql_load_tasks, decode_task)
                     else:
                         task_texts = self._texts(conn, self._sql_load_tasks)
             if not self._is_pg:
