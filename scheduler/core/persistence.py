@@ -155,6 +155,7 @@ class PersistenceAPI(AdminRPCs):
         family_heaps = self._family_heaps
         family_ready = self._family_ready
         ready_heap = self._ready_heap
+        assist_heap = self._assist_heap
         disabled: list[Task] = []
         token = self._token
         n_ready = 0
@@ -206,6 +207,8 @@ class PersistenceAPI(AdminRPCs):
                 n_ready += 1
                 entry = (-task.priority, task.time, task.seq, token, task_id)
                 ready_heap.append(entry)
+                if task.runnable:
+                    assist_heap.append(entry)
                 family = task.family
                 family_ready[family] = family_ready.get(family, 0) + 1
                 family_heap = family_heaps.get(family)
@@ -245,6 +248,7 @@ class PersistenceAPI(AdminRPCs):
         self._remove_timers.rebuild(remove_entries)
         self._disable_timers.rebuild(disable_entries)
         heapq.heapify(ready_heap)
+        heapq.heapify(assist_heap)
         for family_heap in family_heaps.values():
             heapq.heapify(family_heap)
         for worker in workers.values():

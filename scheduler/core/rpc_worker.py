@@ -188,7 +188,7 @@ class WorkerRPCs(Selection):
 
         if runnable and status != FAILED and worker_record.enabled:
             self._add_runnable_worker(task, worker_id)
-            task.runnable = True
+            self._mark_runnable(task)
         self._changes.tasks.add(task.id)
         return None
 

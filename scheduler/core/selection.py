@@ -8,10 +8,13 @@ luigid sorts every PENDING and RUNNING task on each call.  Here the choice reads
   through ready tasks in rank order (a non-destructive heap walk) merged with the RUNNING tasks
   (sorted once and cached), applying luigid's greedy reservation, and stops at the first task the
   worker may run.  Once no live worker has a greedy slot left, tasks of other workers can no
-  longer reserve anything, so a non-assistant continues on its own ready heap instead.  Cost:
-  O((k + r) log n) where k is the number of ready tasks ranked above the answer that had to be
-  skipped and r the number of running tasks.  Non-ready PENDING tasks are never visited (luigid
-  visits them only to skip them).
+  longer reserve anything, so the walk narrows to the tasks this worker may run: a
+  non-assistant's own ready heap, or for an assistant the heap of ready tasks some worker can
+  run (external tasks waiting for their data, which nobody runs, drop out).  Cost:
+  O((k + r) log n) where k is the number of ready tasks ranked above the answer that this worker
+  may run but had to skip (plus at most one per greedy slot before the walk narrows) and r the
+  number of running tasks.  Non-ready PENDING tasks are never visited (luigid visits them only
+  to skip them).
 * **Batch collection** walks the family's ready heap after the chosen task and stops at
   ``max_batch_size`` members.
 
@@ -70,14 +73,19 @@ class Selection(Transitions):
         heaps.clean_top(self._ready_heap, self._is_live)
         source: Iterator[heaps.RankEntry] = heaps.iter_ordered(self._ready_heap)
         live = self._is_live
-        own_heap = False
+        narrowed = False
         last_key: Key | None = None
         while True:
-            if positive <= 0 and not own_heap and not assistant:
-                # Nobody can reserve anything any more: only this worker's tasks matter.
-                own_heap = True
-                source = _entries_after(worker.heap, last_key)
-                live = self._live_for(worker_id)
+            if positive <= 0 and not narrowed:
+                # Nobody can reserve anything any more: only tasks this worker may run matter,
+                # its own or, for an assistant, every runnable one.
+                narrowed = True
+                if assistant:
+                    heaps.clean_top(self._assist_heap, self._is_live)
+                    source = _entries_after(self._assist_heap, last_key)
+                else:
+                    source = _entries_after(worker.heap, last_key)
+                    live = self._live_for(worker_id)
             entry = next(source, None)
             if entry is None:
                 return None

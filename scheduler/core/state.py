@@ -63,6 +63,9 @@ class CoreState(Bookkeeping):
         self._by_status: dict[str, dict[str, Task]] = {status: {} for status in TASK_STATUSES}
         self._rdeps: dict[str, set[str]] = {}
         self._ready_heap: list[heaps.RankEntry] = []
+        # The ready tasks an assistant may run (``runnable``), in the same order: once nobody
+        # can reserve anything, an assistant's walk skips the rest (external tasks, say) unseen.
+        self._assist_heap: list[heaps.RankEntry] = []
         self._n_ready = 0
         self._family_heaps: dict[str, list[heaps.RankEntry]] = {}
         self._family_ready: dict[str, int] = {}
@@ -268,11 +271,22 @@ class CoreState(Bookkeeping):
         task.token = self._token
         entry = heaps.rank_entry(task.priority, task.time, task.seq, task.token, task.id)
         heaps.push(self._ready_heap, entry, self._n_ready, self._is_live)
+        if task.runnable:
+            heaps.push(self._assist_heap, entry, self._n_ready, self._is_live)
         family_heap = self._family_heaps.setdefault(task.family, [])
         heaps.push(family_heap, entry, self._family_ready.get(task.family, 0), self._is_live)
         for name in task.workers:
             worker = self._workers[name]
             heaps.push(worker.heap, entry, len(worker.tasks), self._live_for(name))
+
+    def _mark_runnable(self, task: Task) -> None:
+        """Some worker may run the task now (Luigi never takes that back): assistants may too."""
+        if task.runnable:
+            return
+        task.runnable = True
+        if task.ready:  # its live entry keeps its token; only the assistants' heap lacked it
+            entry = heaps.rank_entry(task.priority, task.time, task.seq, task.token, task.id)
+            heaps.push(self._assist_heap, entry, self._n_ready, self._is_live)
 
     def _is_live(self, entry: heaps.RankEntry) -> bool:
         task = self._tasks.get(entry[4])

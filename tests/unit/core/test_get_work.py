@@ -227,6 +227,38 @@ def test_an_assistant_runs_any_runnable_task(h: Harness) -> None:
     assert h.next_id("Helper", assistant=True) is None  # Ext was never runnable
 
 
+def test_an_assistant_finds_the_runnable_task_behind_many_that_nobody_may_run(h: Harness) -> None:
+    for i in range(50):
+        h.add(f"Ext_{i}", runnable=False)  # external data not there yet: PENDING, ready, runnable by nobody
+    h.add("Late")
+    assert h.next_id("Helper", assistant=True) == "Late"
+    assert h.next_id("Helper", assistant=True) is None
+
+
+def test_a_ready_task_that_becomes_runnable_goes_to_assistants_in_its_rank(h: Harness) -> None:
+    for i in range(5):
+        h.add(f"Ext_{i}", runnable=False)
+    h.add("Late")
+    assert h.next_id("Helper", assistant=True) == "Late"
+    h.finish("Late", "Helper")
+    h.add("Ext_3", worker="W2")  # a worker that can run it reports it: assistants may run it too
+    h.add("Later")
+    assert h.next_id("Helper", assistant=True) == "Ext_3"
+    assert h.next_id("Helper", assistant=True) == "Later"
+
+
+def test_a_task_nobody_may_run_still_counts_in_the_greedy_reservation(make) -> None:
+    """As in luigid: an assistant's walk reserves its own slot and the resources for the first
+    schedulable task it may not run, so a later task needing that resource waits. Skipping the
+    tasks nobody may run must start only after that accounting is over."""
+    h = make(resources={"db": 1})
+    h.add("Ext", runnable=False, resources={"db": 1}, priority=10)
+    h.add("Helpful", resources={"db": 1}, priority=1)
+    h.add("Free", priority=0)
+    assert h.next_id("Helper", assistant=True) == "Free"
+    assert h.next_id("W1") == "Helpful"  # W1 runs it itself: W1 is not an assistant
+
+
 def test_get_work_records_the_host_as_the_worker_reference(h: Harness) -> None:
     h.work("W1", host="box7")
     assert h.s._workers["W1"].reference == {"host": "box7"}

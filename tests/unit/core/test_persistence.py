@@ -148,6 +148,17 @@ def test_export_then_restore_gives_the_same_answers(h: Harness, clock: FakeClock
     assert other.export() == h.s.export()
 
 
+def test_a_restored_scheduler_finds_an_assistant_the_runnable_task_behind_those_nobody_may_run(
+    h: Harness, clock: FakeClock
+) -> None:
+    for i in range(20):
+        h.add(f"Ext_{i}", runnable=False)
+    h.add("Late")
+    other = fresh(clock)
+    other.restore(roundtrip(h.s.export()))
+    assert other.get_work(worker="Helper", assistant=True, current_tasks=[])["task_id"] == "Late"
+
+
 def test_restore_hands_its_objects_to_the_oldest_gc_generation(h: Harness, clock: FakeClock) -> None:
     """Restored tasks are not left for the young generations (the collector would scan them all
     again, twice), the collector ends up as restore found it, and frozen objects stay frozen."""
