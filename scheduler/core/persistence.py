@@ -154,8 +154,8 @@ class PersistenceAPI(AdminRPCs):
         candidates = self._removal_candidates
         family_heaps = self._family_heaps
         family_ready = self._family_ready
-        ready_heap = self._ready_heap
-        assist_heap = self._assist_heap
+        runnable_heap = self._runnable_heap
+        unclaimed_heap = self._unclaimed_heap
         disabled: list[Task] = []
         token = self._token
         n_ready = 0
@@ -206,9 +206,7 @@ class PersistenceAPI(AdminRPCs):
                 task.ready = True
                 n_ready += 1
                 entry = (-task.priority, task.time, task.seq, token, task_id)
-                ready_heap.append(entry)
-                if task.runnable:
-                    assist_heap.append(entry)
+                (runnable_heap if task.runnable else unclaimed_heap).append(entry)
                 family = task.family
                 family_ready[family] = family_ready.get(family, 0) + 1
                 family_heap = family_heaps.get(family)
@@ -247,8 +245,8 @@ class PersistenceAPI(AdminRPCs):
         self._retry_timers.rebuild(retry_entries)
         self._remove_timers.rebuild(remove_entries)
         self._disable_timers.rebuild(disable_entries)
-        heapq.heapify(ready_heap)
-        heapq.heapify(assist_heap)
+        heapq.heapify(runnable_heap)
+        heapq.heapify(unclaimed_heap)
         for family_heap in family_heaps.values():
             heapq.heapify(family_heap)
         for worker in workers.values():

@@ -8,13 +8,13 @@ luigid sorts every PENDING and RUNNING task on each call.  Here the choice reads
   through ready tasks in rank order (a non-destructive heap walk) merged with the RUNNING tasks
   (sorted once and cached), applying luigid's greedy reservation, and stops at the first task the
   worker may run.  Once no live worker has a greedy slot left, tasks of other workers can no
-  longer reserve anything, so the walk narrows to the tasks this worker may run: a
-  non-assistant's own ready heap, or for an assistant the heap of ready tasks some worker can
-  run (external tasks waiting for their data, which nobody runs, drop out).  Cost:
-  O((k + r) log n) where k is the number of ready tasks ranked above the answer that this worker
-  may run but had to skip (plus at most one per greedy slot before the walk narrows) and r the
-  number of running tasks.  Non-ready PENDING tasks are never visited (luigid visits them only
-  to skip them).
+  longer reserve anything, so a non-assistant continues on its own ready heap instead.  Ready
+  tasks nobody may run (external tasks waiting for their data) sit in a heap of their own: they
+  can only use up an assistant's own greedy slot, so an assistant merges in that heap until its
+  slot is gone, usually after one entry, and nobody else walks it.  Cost: O((k + r) log n) where
+  k is the number of ready tasks ranked above the answer that had to be skipped and r the number
+  of running tasks.  Non-ready PENDING tasks are never visited (luigid visits them only to skip
+  them).
 * **Batch collection** walks the family's ready heap after the chosen task and stops at
   ``max_batch_size`` members.
 
@@ -70,27 +70,39 @@ class Selection(Transitions):
         greedy: dict[str, float] = {}
         next_running = 0
 
-        heaps.clean_top(self._ready_heap, self._is_live)
-        source: Iterator[heaps.RankEntry] = heaps.iter_ordered(self._ready_heap)
+        heaps.clean_top(self._runnable_heap, self._is_live)
+        source: Iterator[heaps.RankEntry] = heaps.iter_ordered(self._runnable_heap)
         live = self._is_live
+        # Tasks nobody may run take part only until this assistant's own greedy slot is used up
+        # (luigid reserves for them through ``chain(task.workers, [worker_id])``, and their
+        # ``workers`` is empty); for anyone else they change nothing and are never walked.
+        unclaimed: Iterator[heaps.RankEntry] | None = None
+        if assistant and slots.get(worker_id, 0) > 0:
+            heaps.clean_top(self._unclaimed_heap, self._is_unclaimed)
+            unclaimed = heaps.iter_ordered(self._unclaimed_heap)
+        next_claimed = next(source, None)
+        next_unclaimed = next(unclaimed, None) if unclaimed is not None else None
         narrowed = False
         last_key: Key | None = None
         while True:
             if positive <= 0 and not narrowed:
-                # Nobody can reserve anything any more: only tasks this worker may run matter,
-                # its own or, for an assistant, every runnable one.
+                # Nobody can reserve anything any more: only tasks this worker may run matter.
                 narrowed = True
-                if assistant:
-                    heaps.clean_top(self._assist_heap, self._is_live)
-                    source = _entries_after(self._assist_heap, last_key)
-                else:
+                next_unclaimed = None
+                if not assistant:
                     source = _entries_after(worker.heap, last_key)
                     live = self._live_for(worker_id)
-            entry = next(source, None)
-            if entry is None:
+                    next_claimed = next(source, None)
+            if next_unclaimed is not None and (next_claimed is None or next_unclaimed < next_claimed):
+                entry, next_unclaimed = next_unclaimed, next(unclaimed, None)  # type: ignore[arg-type]
+                if not self._is_unclaimed(entry):
+                    continue
+            elif next_claimed is not None:
+                entry, next_claimed = next_claimed, next(source, None)
+                if not live(entry):
+                    continue
+            else:
                 return None
-            if not live(entry):
-                continue
             key: Key = entry[:3]
             while next_running < len(running) and running[next_running][0] < key:
                 runner_task = running[next_running][1]
@@ -117,6 +129,8 @@ class Selection(Transitions):
                             positive -= 1
                         _add_to(greedy, task.resources)
                         break
+            if next_unclaimed is not None and slots.get(worker_id, 0) <= 0:
+                next_unclaimed = None  # the rest of the tasks nobody may run can reserve nothing
 
     def _collect_batch(
         self, worker: Worker, best: Task, trivial: bool

@@ -62,10 +62,13 @@ class CoreState(Bookkeeping):
         self._workers: dict[str, Worker] = {}
         self._by_status: dict[str, dict[str, Task]] = {status: {} for status in TASK_STATUSES}
         self._rdeps: dict[str, set[str]] = {}
-        self._ready_heap: list[heaps.RankEntry] = []
-        # The ready tasks an assistant may run (``runnable``), in the same order: once nobody
-        # can reserve anything, an assistant's walk skips the rest (external tasks, say) unseen.
-        self._assist_heap: list[heaps.RankEntry] = []
+        # Ready tasks in two heaps: those some worker may run (``runnable``), and those nobody
+        # may run yet (an external task waiting for its data). The second kind can only use up
+        # an assistant's own greedy slot, so get_work rarely looks at them; kept apart, they
+        # never sit on top of the heap it walks, where they would stop the lazy deletion of
+        # every task handed out after them.
+        self._runnable_heap: list[heaps.RankEntry] = []
+        self._unclaimed_heap: list[heaps.RankEntry] = []
         self._n_ready = 0
         self._family_heaps: dict[str, list[heaps.RankEntry]] = {}
         self._family_ready: dict[str, int] = {}
@@ -270,9 +273,10 @@ class CoreState(Bookkeeping):
         self._token += 1
         task.token = self._token
         entry = heaps.rank_entry(task.priority, task.time, task.seq, task.token, task.id)
-        heaps.push(self._ready_heap, entry, self._n_ready, self._is_live)
         if task.runnable:
-            heaps.push(self._assist_heap, entry, self._n_ready, self._is_live)
+            heaps.push(self._runnable_heap, entry, self._n_ready, self._is_live)
+        else:
+            heaps.push(self._unclaimed_heap, entry, self._n_ready, self._is_unclaimed)
         family_heap = self._family_heaps.setdefault(task.family, [])
         heaps.push(family_heap, entry, self._family_ready.get(task.family, 0), self._is_live)
         for name in task.workers:
@@ -284,13 +288,17 @@ class CoreState(Bookkeeping):
         if task.runnable:
             return
         task.runnable = True
-        if task.ready:  # its live entry keeps its token; only the assistants' heap lacked it
+        if task.ready:  # same token: its entry in the unclaimed heap dies, this one is live
             entry = heaps.rank_entry(task.priority, task.time, task.seq, task.token, task.id)
-            heaps.push(self._assist_heap, entry, self._n_ready, self._is_live)
+            heaps.push(self._runnable_heap, entry, self._n_ready, self._is_live)
 
     def _is_live(self, entry: heaps.RankEntry) -> bool:
         task = self._tasks.get(entry[4])
         return task is not None and task.token == entry[3] and task.ready
+
+    def _is_unclaimed(self, entry: heaps.RankEntry) -> bool:
+        task = self._tasks.get(entry[4])
+        return task is not None and task.token == entry[3] and task.ready and not task.runnable
 
     def _live_for(self, worker_id: str) -> Callable[[heaps.RankEntry], bool]:
         tasks = self._tasks

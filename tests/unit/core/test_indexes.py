@@ -72,8 +72,11 @@ def recount_problems(s: Scheduler) -> list[str]:
         for t in tasks.values()
         if t.status == "PENDING" and all(dep in tasks and tasks[dep].status == "DONE" for dep in t.deps)
     }
-    if {entry[4] for entry in s._ready_heap if s._is_live(entry)} != ready:
-        problems.append("global ready heap")
+    runnable = {task_id for task_id in ready if tasks[task_id].runnable}
+    if {entry[4] for entry in s._runnable_heap if s._is_live(entry)} != runnable:
+        problems.append("heap of ready tasks some worker may run")
+    if {entry[4] for entry in s._unclaimed_heap if s._is_unclaimed(entry)} != ready - runnable:
+        problems.append("heap of ready tasks nobody may run")
     counts = {status: 0 for status in s.status_counts()}
     for task in tasks.values():
         counts[task.status] += 1
