@@ -241,7 +241,7 @@ def profile_node(n: int, runs: int) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory(prefix="lha-profile-")
     try:
         pg.start()
-        url, _ = start_ha_node(procs, Path(tmp.name), pg.create_database("node"))
+        url, proc = start_ha_node(procs, Path(tmp.name), pg.create_database("node"))
         session = requests.Session()
         wid, _info = worker_identity()
         rtt: dict[str, list[float]] = defaultdict(list)
@@ -258,7 +258,7 @@ def profile_node(n: int, runs: int) -> dict[str, Any]:
             rpc(session, url, "add_task", {**schedule_payload(wid, solo), "runnable": False})
             rtt["add_task (1 commit)"].append(time.perf_counter() - s)
         before = node_counters(url)
-        run = measure("luigi-ha", url, build_dag(n), 4, 600)
+        run = measure("luigi-ha", url, proc.pid, build_dag(n), 4, 600, "lean", 4)
         after = node_counters(url)
         d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
         commits = d.get("luigi_ha_commit_duration_seconds_count", 0.0)
