@@ -2,6 +2,7 @@
 
     python bench/profile_ha.py                 # all three parts, N = 10000,30000 (~3 minutes)
     python bench/profile_ha.py --only core --sizes 30000 --cprofile
+    python bench/profile_ha.py --only core --sizes 10000 --external 10000
 
 Three parts, each isolating one layer:
 
@@ -9,6 +10,8 @@ Three parts, each isolating one layer:
   with ``add_task``, then drain them as 4 assistants (``get_work`` + completion ``add_task``),
   calling ``take_changes()`` after every pair and JSON-encoding the changed rows as the store
   does. Reports microseconds per call (CPU cost of the core itself and of building the rows).
+  ``--external K`` first registers K external tasks that wait for their data (PENDING, no deps,
+  runnable by nobody), ranked before the DAG, as a daily run waiting on upstream data has them.
 * ``store``: ``Store.apply`` of the change sets one ``get_work`` and one completion report
   really produce, fenced as the node does, on a durable PostgreSQL (fsync=on,
   synchronous_commit=on) and on a non-durable one (fsync=off, synchronous_commit=off), split
@@ -57,13 +60,15 @@ def _us(values: list[float]) -> tuple[str, str, str]:
 # -- part 1: the core ---------------------------------------------------------------------------
 
 
-def profile_core(n: int, use_cprofile: bool) -> dict[str, Any]:
+def profile_core(n: int, use_cprofile: bool, external: int = 0) -> dict[str, Any]:
     from scheduler.core import Scheduler
     from scheduler.store.codec import dumps
 
     core = Scheduler()
     reg, info = worker_identity(workers=4)
     core.add_worker(worker=reg, info=info)
+    for i in range(external):
+        core.add_task(worker=reg, task_id=f"External_{i}", family="External", status="PENDING", runnable=False)
     dag = build_dag(n)
     t: dict[str, list[float]] = defaultdict(list)
     for task in dag:
@@ -304,6 +309,8 @@ def main() -> int:
     ap.add_argument("--node-tasks", type=int, default=10000, help="DAG size for the node part (default 10000)")
     ap.add_argument("--runs", type=int, default=500, help="samples per store/RTT measurement (default 500)")
     ap.add_argument("--cprofile", action="store_true", help="also print a cProfile of the in-process drain")
+    ap.add_argument("--external", type=int, default=0,
+                    help="core part: external tasks nobody may run, ranked before the DAG (default 0)")
     args = ap.parse_args()
     report: dict[str, Any] = {"benchmark": "profile_ha"}
     print(machine_line())
@@ -311,11 +318,12 @@ def main() -> int:
         rows = []
         core_json = []
         for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
-            log(f"core: N={n}")
-            res = profile_core(n, args.cprofile)
+            log(f"core: N={n}, {args.external} external tasks waiting")
+            res = profile_core(n, args.cprofile, args.external)
             for name, values in res["calls"].items():
                 rows.append([fmt(n), name, fmt(len(values)), *_us(values)])
-            core_json.append({"n": n, "in_process_drain_tasks_per_s": round(n / res["drain_s"], 1),
+            core_json.append({"n": n, "external": args.external,
+                              "in_process_drain_tasks_per_s": round(n / res["drain_s"], 1),
                               **{k: round(statistics.fmean(v) * US, 2) for k, v in res["calls"].items()}})
             rows.append([fmt(n), "=> in-process drain, tasks/s", "", fmt(n / res["drain_s"], 0), "", ""])
         print("\ncore (in-process, no I/O): CPU cost per call, microseconds")
