@@ -13,7 +13,8 @@ luigid sorts every PENDING and RUNNING task on each call.  Here the choice reads
   can only use up an assistant's own greedy slot, so an assistant merges in that heap until its
   slot is gone, usually after one entry, and nobody else walks it.  Cost: O((k + r) log n) where
   k is the number of ready tasks ranked above the answer that had to be skipped and r the number
-  of running tasks.  Non-ready PENDING tasks are never visited (luigid visits them only to skip
+  of running tasks, plus the dead entries below a skipped one, which a compaction keeps under
+  sqrt(2n) amortised.  Non-ready PENDING tasks are never visited (luigid visits them only to skip
   them).
 * **Batch collection** walks the family's ready heap after the chosen task and stops at
   ``max_batch_size`` members.
@@ -54,6 +55,19 @@ class Selection(Transitions):
         return self._choose_greedy(worker, assistant, now)
 
     def _choose_greedy(self, worker: Worker, assistant: bool, now: float) -> Task | None:
+        task, stale = self._walk_greedy(worker, assistant, now)
+        # Lazy deletion only pops dead entries off the top. Below a live entry that keeps being
+        # skipped (a task waiting for a busy resource), the entries of every task handed out
+        # since pile up and each walk passes them again. Compacting once a walk meets more than
+        # sqrt(2 x heap size) of them keeps a call at O(sqrt(n)), amortised, instead of growing
+        # with every hand-out.
+        heap = self._runnable_heap
+        if stale > 64 and stale * stale > 2 * len(heap):
+            heaps.compact(heap, self._is_live)
+        return task
+
+    def _walk_greedy(self, worker: Worker, assistant: bool, now: float) -> tuple[Task | None, int]:
+        """The greedy choice, and how many dead entries of the runnable heap the walk passed."""
         worker_id = worker.id
         tasks = self._tasks
         running = self._running_in_rank_order()
@@ -73,6 +87,8 @@ class Selection(Transitions):
         heaps.clean_top(self._runnable_heap, self._is_live)
         source: Iterator[heaps.RankEntry] = heaps.iter_ordered(self._runnable_heap)
         live = self._is_live
+        source_is_shared = True  # walking the runnable heap (not this worker's own)
+        stale = 0
         # Tasks nobody may run take part only until this assistant's own greedy slot is used up
         # (luigid reserves for them through ``chain(task.workers, [worker_id])``, and their
         # ``workers`` is empty); for anyone else they change nothing and are never walked.
@@ -92,6 +108,7 @@ class Selection(Transitions):
                 if not assistant:
                     source = _entries_after(worker.heap, last_key)
                     live = self._live_for(worker_id)
+                    source_is_shared = False
                     next_claimed = next(source, None)
             if next_unclaimed is not None and (next_claimed is None or next_unclaimed < next_claimed):
                 entry, next_unclaimed = next_unclaimed, next(unclaimed, None)  # type: ignore[arg-type]
@@ -100,9 +117,11 @@ class Selection(Transitions):
             elif next_claimed is not None:
                 entry, next_claimed = next_claimed, next(source, None)
                 if not live(entry):
+                    if source_is_shared:
+                        stale += 1
                     continue
             else:
-                return None
+                return None, stale
             key: Key = entry[:3]
             while next_running < len(running) and running[next_running][0] < key:
                 runner_task = running[next_running][1]
@@ -119,7 +138,7 @@ class Selection(Transitions):
                 continue
             may_run = (assistant and task.runnable) or worker_id in task.workers
             if may_run and self._fits(task.resources, used):
-                return task
+                return task, stale
             if positive > 0:
                 for candidate in chain(task.workers, (worker_id,) if assistant else ()):
                     value = slots.get(candidate, 0)

@@ -94,3 +94,22 @@ def test_an_assistant_is_not_slowed_by_ready_tasks_nobody_may_run(clock: FakeClo
         s.add_task(task_id=reply["task_id"], worker="Helper", status="DONE", runnable=None)
     assert handed == [f"Work_{i}" for i in range(200)]
     assert spent / 200 < 0.001
+
+
+def test_tasks_handed_out_behind_a_task_waiting_for_a_resource_do_not_pile_up(clock: FakeClock) -> None:
+    """A task waiting for a busy resource stays on top of the ready heap and stops its lazy
+    deletion; the entries of the tasks handed out after it must still go, or every later
+    get_work walks past all of them (about 9 ms a call after 8,000 hand-outs, measured)."""
+    s = Scheduler(clock=clock, settings=SchedulerSettings(resources={"db": 1}))
+    for i in range(50):
+        s.add_task(task_id=f"Load_{i}", worker="W1", family="Load", resources={"db": 1}, priority=10)
+    for i in range(4000):
+        s.add_task(task_id=f"Work_{i}", worker="W1", family="Work")
+    assert s.get_work(worker="Holder", assistant=True, current_tasks=[])["task_id"] == "Load_0"  # holds the db
+    for i in range(3000):
+        reply = s.get_work(worker="Helper", assistant=True, current_tasks=[])
+        assert reply["task_id"] == f"Work_{i}"
+        s.add_task(task_id=reply["task_id"], worker="Helper", status="DONE", runnable=None)
+    heap = s._runnable_heap
+    dead = sum(1 for entry in heap if not s._is_live(entry))
+    assert dead < 200  # it was 3,000: one per hand-out
