@@ -2,7 +2,8 @@
 
     python bench/profile_ha.py                 # all three parts, N = 10000,30000 (~3 minutes)
     python bench/profile_ha.py --only core --sizes 30000 --cprofile
-    python bench/profile_ha.py --only core --sizes 10000 --external 10000
+    python bench/profile_ha.py --only core --sizes 2000 --external 10000
+    python bench/profile_ha.py --only core --sizes 10000 --blocked 200
 
 Three parts, each isolating one layer:
 
@@ -12,6 +13,8 @@ Three parts, each isolating one layer:
   does. Reports microseconds per call (CPU cost of the core itself and of building the rows).
   ``--external K`` first registers K external tasks that wait for their data (PENDING, no deps,
   runnable by nobody), ranked before the DAG, as a daily run waiting on upstream data has them.
+  ``--blocked K`` first registers K tasks that need one unit of a resource with capacity 1 and
+  hands the first of them out, so the other K - 1 wait on top of the ready tasks all drain long.
 * ``store``: ``Store.apply`` of the change sets one ``get_work`` and one completion report
   really produce, fenced as the node does, on a durable PostgreSQL (fsync=on,
   synchronous_commit=on) and on a non-durable one (fsync=off, synchronous_commit=off), split
@@ -60,15 +63,19 @@ def _us(values: list[float]) -> tuple[str, str, str]:
 # -- part 1: the core ---------------------------------------------------------------------------
 
 
-def profile_core(n: int, use_cprofile: bool, external: int = 0) -> dict[str, Any]:
+def profile_core(n: int, use_cprofile: bool, external: int = 0, blocked: int = 0) -> dict[str, Any]:
     from scheduler.core import Scheduler
     from scheduler.store.codec import dumps
 
-    core = Scheduler()
+    core = Scheduler(resources={"bench_db": 1})
     reg, info = worker_identity(workers=4)
     core.add_worker(worker=reg, info=info)
     for i in range(external):
         core.add_task(worker=reg, task_id=f"External_{i}", family="External", status="PENDING", runnable=False)
+    for i in range(blocked):
+        core.add_task(worker=reg, task_id=f"Load_{i}", family="Load", resources={"bench_db": 1}, priority=10)
+    if blocked:  # the first one runs (and holds the resource) for the whole drain
+        core.get_work(host="bench", assistant=True, current_tasks=[], worker="holder")
     dag = build_dag(n)
     t: dict[str, list[float]] = defaultdict(list)
     for task in dag:
@@ -311,6 +318,8 @@ def main() -> int:
     ap.add_argument("--cprofile", action="store_true", help="also print a cProfile of the in-process drain")
     ap.add_argument("--external", type=int, default=0,
                     help="core part: external tasks nobody may run, ranked before the DAG (default 0)")
+    ap.add_argument("--blocked", type=int, default=0,
+                    help="core part: tasks waiting for a busy resource, ranked before the DAG (default 0)")
     args = ap.parse_args()
     report: dict[str, Any] = {"benchmark": "profile_ha"}
     print(machine_line())
@@ -318,11 +327,11 @@ def main() -> int:
         rows = []
         core_json = []
         for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
-            log(f"core: N={n}, {args.external} external tasks waiting")
-            res = profile_core(n, args.cprofile, args.external)
+            log(f"core: N={n}, {args.external} external tasks and {args.blocked} blocked tasks waiting")
+            res = profile_core(n, args.cprofile, args.external, args.blocked)
             for name, values in res["calls"].items():
                 rows.append([fmt(n), name, fmt(len(values)), *_us(values)])
-            core_json.append({"n": n, "external": args.external,
+            core_json.append({"n": n, "external": args.external, "blocked": args.blocked,
                               "in_process_drain_tasks_per_s": round(n / res["drain_s"], 1),
                               **{k: round(statistics.fmean(v) * US, 2) for k, v in res["calls"].items()}})
             rows.append([fmt(n), "=> in-process drain, tasks/s", "", fmt(n / res["drain_s"], 0), "", ""])
