@@ -27,6 +27,11 @@ def rank_entry(priority: float, time: float, seq: int, token: int, task_id: str)
     return (-priority, time, seq, token, task_id)
 
 
+def need_key(resources: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    """One key for equal resource needs, whatever their order (tasks that need the same get one heap)."""
+    return tuple(sorted(resources.items()))
+
+
 def clean_top(heap: list[Any], is_live: Callable[[Any], bool]) -> None:
     """Pop dead entries off the top so that ``heap[0]``, if any, is live.  Amortised O(log n)."""
     while heap and not is_live(heap[0]):

@@ -156,6 +156,7 @@ class PersistenceAPI(AdminRPCs):
         family_ready = self._family_ready
         runnable_heap = self._runnable_heap
         unclaimed_heap = self._unclaimed_heap
+        need_heaps = self._need_heaps
         disabled: list[Task] = []
         token = self._token
         n_ready = 0
@@ -206,7 +207,12 @@ class PersistenceAPI(AdminRPCs):
                 task.ready = True
                 n_ready += 1
                 entry = (-task.priority, task.time, task.seq, token, task_id)
-                (runnable_heap if task.runnable else unclaimed_heap).append(entry)
+                if not task.runnable:
+                    unclaimed_heap.append(entry)
+                elif task.resources:
+                    need_heaps.setdefault(heaps.need_key(task.resources), []).append(entry)
+                else:
+                    runnable_heap.append(entry)
                 family = task.family
                 family_ready[family] = family_ready.get(family, 0) + 1
                 family_heap = family_heaps.get(family)
@@ -247,6 +253,8 @@ class PersistenceAPI(AdminRPCs):
         self._disable_timers.rebuild(disable_entries)
         heapq.heapify(runnable_heap)
         heapq.heapify(unclaimed_heap)
+        for need_heap in need_heaps.values():
+            heapq.heapify(need_heap)
         for family_heap in family_heaps.values():
             heapq.heapify(family_heap)
         for worker in workers.values():

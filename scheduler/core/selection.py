@@ -5,17 +5,26 @@ luigid sorts every PENDING and RUNNING task on each call.  Here the choice reads
 * **Trivial worker** (not an assistant, and none of its PENDING tasks declares resources): the
   answer is the top of the worker's own ready heap.  Cost: amortised O(log n).
 * **Greedy accounting** (assistants, or workers with resource-declaring tasks): the walk goes
-  through ready tasks in rank order (a non-destructive heap walk) merged with the RUNNING tasks
-  (sorted once and cached), applying luigid's greedy reservation, and stops at the first task the
-  worker may run.  Once no live worker has a greedy slot left, tasks of other workers can no
-  longer reserve anything, so a non-assistant continues on its own ready heap instead.  Ready
-  tasks nobody may run (external tasks waiting for their data) sit in a heap of their own: they
-  can only use up an assistant's own greedy slot, so an assistant merges in that heap until its
-  slot is gone, usually after one entry, and nobody else walks it.  Cost: O((k + r) log n) where
-  k is the number of ready tasks ranked above the answer that had to be skipped and r the number
-  of running tasks, plus the dead entries below a skipped one, which a compaction keeps under
-  sqrt(2n) amortised.  Non-ready PENDING tasks are never visited (luigid visits them only to skip
-  them).
+  through ready tasks in rank order merged with the RUNNING tasks (sorted once and cached),
+  applying luigid's greedy reservation, and stops at the first task the worker may run.  The
+  ready tasks come from several heaps merged on the fly (``_Walk``), split by what the walk can
+  skip wholesale:
+
+  - tasks some worker may run that need no resources (one heap);
+  - tasks some worker may run, one heap per distinct resource need: the reserved amounts only
+    grow during a walk, so once one task of a heap cannot get its resources none of the rest
+    can, and the heap is dropped from the walk (a queue of loads waiting for one database
+    connection costs one entry, not one per load);
+  - tasks nobody may run (external tasks waiting for their data): they can only use up an
+    assistant's own greedy slot, so an assistant merges that heap in until its slot is gone,
+    usually after one entry, and nobody else walks it.
+
+  Once no live worker has a greedy slot left, tasks of other workers can no longer reserve
+  anything, so a non-assistant continues on its own ready heap instead.  Cost:
+  O((k + r + h) log n) where k is the number of ready tasks ranked above the answer that had to
+  be skipped, r the number of running tasks and h the number of resource needs, plus the dead
+  entries below a skipped one, which a compaction keeps under sqrt(2n) amortised.  Non-ready
+  PENDING tasks are never visited (luigid visits them only to skip them).
 * **Batch collection** walks the family's ready heap after the chosen task and stops at
   ``max_batch_size`` members.
 
@@ -25,7 +34,8 @@ makes every answer deterministic (luigid falls back to dict/set order).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any
 
@@ -55,19 +65,20 @@ class Selection(Transitions):
         return self._choose_greedy(worker, assistant, now)
 
     def _choose_greedy(self, worker: Worker, assistant: bool, now: float) -> Task | None:
-        task, stale = self._walk_greedy(worker, assistant, now)
+        walk = _Walk()
+        task = self._walk_greedy(worker, assistant, now, walk)
         # Lazy deletion only pops dead entries off the top. Below a live entry that keeps being
         # skipped (a task waiting for a busy resource), the entries of every task handed out
         # since pile up and each walk passes them again. Compacting once a walk meets more than
         # sqrt(2 x heap size) of them keeps a call at O(sqrt(n)), amortised, instead of growing
         # with every hand-out.
-        heap = self._runnable_heap
-        if stale > 64 and stale * stale > 2 * len(heap):
-            heaps.compact(heap, self._is_live)
+        for heap, live, stale in walk.shared_heaps():
+            if stale > 64 and stale * stale > 2 * len(heap):
+                heaps.compact(heap, live)
         return task
 
-    def _walk_greedy(self, worker: Worker, assistant: bool, now: float) -> tuple[Task | None, int]:
-        """The greedy choice, and how many dead entries of the runnable heap the walk passed."""
+    def _walk_greedy(self, worker: Worker, assistant: bool, now: float, walk: _Walk) -> Task | None:
+        """luigid's selection loop over the ready heaps that can matter (module docstring)."""
         worker_id = worker.id
         tasks = self._tasks
         running = self._running_in_rank_order()
@@ -84,44 +95,32 @@ class Selection(Transitions):
         greedy: dict[str, float] = {}
         next_running = 0
 
-        heaps.clean_top(self._runnable_heap, self._is_live)
-        source: Iterator[heaps.RankEntry] = heaps.iter_ordered(self._runnable_heap)
-        live = self._is_live
-        source_is_shared = True  # walking the runnable heap (not this worker's own)
-        stale = 0
+        walk.add(self._runnable_heap, self._is_live)
+        for need, heap in list(self._need_heaps.items()):
+            if walk.add(heap, self._is_live, one_need=True).exhausted:
+                del self._need_heaps[need]  # no ready task needs this any more
         # Tasks nobody may run take part only until this assistant's own greedy slot is used up
         # (luigid reserves for them through ``chain(task.workers, [worker_id])``, and their
         # ``workers`` is empty); for anyone else they change nothing and are never walked.
-        unclaimed: Iterator[heaps.RankEntry] | None = None
+        unclaimed = None
         if assistant and slots.get(worker_id, 0) > 0:
-            heaps.clean_top(self._unclaimed_heap, self._is_unclaimed)
-            unclaimed = heaps.iter_ordered(self._unclaimed_heap)
-        next_claimed = next(source, None)
-        next_unclaimed = next(unclaimed, None) if unclaimed is not None else None
+            unclaimed = walk.add(self._unclaimed_heap, self._is_unclaimed)
         narrowed = False
         last_key: Key | None = None
         while True:
             if positive <= 0 and not narrowed:
                 # Nobody can reserve anything any more: only tasks this worker may run matter.
                 narrowed = True
-                next_unclaimed = None
+                if unclaimed is not None:
+                    walk.drop(unclaimed)
+                    unclaimed = None
                 if not assistant:
-                    source = _entries_after(worker.heap, last_key)
-                    live = self._live_for(worker_id)
-                    source_is_shared = False
-                    next_claimed = next(source, None)
-            if next_unclaimed is not None and (next_claimed is None or next_unclaimed < next_claimed):
-                entry, next_unclaimed = next_unclaimed, next(unclaimed, None)  # type: ignore[arg-type]
-                if not self._is_unclaimed(entry):
-                    continue
-            elif next_claimed is not None:
-                entry, next_claimed = next_claimed, next(source, None)
-                if not live(entry):
-                    if source_is_shared:
-                        stale += 1
-                    continue
-            else:
-                return None, stale
+                    walk.drop_all()
+                    walk.add(worker.heap, self._live_for(worker_id), after=last_key, shared=False)
+            step = walk.next()
+            if step is None:
+                return None
+            entry, source = step
             key: Key = entry[:3]
             while next_running < len(running) and running[next_running][0] < key:
                 runner_task = running[next_running][1]
@@ -135,10 +134,14 @@ class Selection(Transitions):
             last_key = key
             task = tasks[entry[4]]
             if not self._fits(task.resources, greedy):
+                if source.one_need:
+                    # The reserved amounts only grow during a walk: no later task of this need
+                    # fits either, and a task that does not fit changes nothing.
+                    walk.drop(source)
                 continue
             may_run = (assistant and task.runnable) or worker_id in task.workers
             if may_run and self._fits(task.resources, used):
-                return task, stale
+                return task
             if positive > 0:
                 for candidate in chain(task.workers, (worker_id,) if assistant else ()):
                     value = slots.get(candidate, 0)
@@ -148,8 +151,9 @@ class Selection(Transitions):
                             positive -= 1
                         _add_to(greedy, task.resources)
                         break
-            if next_unclaimed is not None and slots.get(worker_id, 0) <= 0:
-                next_unclaimed = None  # the rest of the tasks nobody may run can reserve nothing
+            if unclaimed is not None and slots.get(worker_id, 0) <= 0:
+                walk.drop(unclaimed)  # the rest of the tasks nobody may run can reserve nothing
+                unclaimed = None
 
     def _collect_batch(
         self, worker: Worker, best: Task, trivial: bool
@@ -192,6 +196,73 @@ class Selection(Transitions):
                     batched[name].append(params.get(name))
                 members.append(task)
         return members, batched
+
+
+class _Source:
+    """One heap being walked in rank order: its iterator, liveness test and dead entries seen."""
+
+    __slots__ = ("dropped", "entries", "exhausted", "heap", "live", "one_need", "shared", "stale")
+
+    def __init__(self, heap: list[heaps.RankEntry], live: Callable[[heaps.RankEntry], bool],
+                 entries: Iterator[heaps.RankEntry], shared: bool, one_need: bool) -> None:
+        self.heap = heap
+        self.live = live
+        self.entries = entries
+        self.shared = shared  # one of the scheduler's heaps (not a worker's own): may be compacted
+        self.one_need = one_need  # every task in it needs the same resources
+        self.dropped = False
+        self.exhausted = False  # it had no entry at all once its dead top was cleaned
+        self.stale = 0
+
+
+class _Walk:
+    """Several ready heaps merged into one walk in rank order; a source can be dropped midway."""
+
+    def __init__(self) -> None:
+        self._sources: list[_Source] = []
+        self._frontier: list[tuple[heaps.RankEntry, int]] = []
+
+    def add(self, heap: list[heaps.RankEntry], live: Callable[[heaps.RankEntry], bool], *,
+            after: Key | None = None, shared: bool = True, one_need: bool = False) -> _Source:
+        if shared:
+            heaps.clean_top(heap, live)
+        source = _Source(heap, live, _entries_after(heap, after), shared, one_need)
+        self._sources.append(source)
+        source.exhausted = not self._advance(source, len(self._sources) - 1)
+        return source
+
+    def drop(self, source: _Source) -> None:
+        source.dropped = True
+
+    def drop_all(self) -> None:
+        for source in self._sources:
+            source.dropped = True
+
+    def next(self) -> tuple[heaps.RankEntry, _Source] | None:
+        """The next live entry of the sources not dropped, in rank order; None when none is left."""
+        frontier = self._frontier
+        while frontier:
+            entry, index = heapq.heappop(frontier)
+            source = self._sources[index]
+            if source.dropped:
+                continue
+            self._advance(source, index)
+            if source.live(entry):
+                return entry, source
+            source.stale += 1
+        return None
+
+    def shared_heaps(self) -> Iterator[tuple[list[heaps.RankEntry], Callable[[heaps.RankEntry], bool], int]]:
+        for source in self._sources:
+            if source.shared:
+                yield source.heap, source.live, source.stale
+
+    def _advance(self, source: _Source, index: int) -> bool:
+        entry = next(source.entries, None)
+        if entry is None:
+            return False
+        heapq.heappush(self._frontier, (entry, index))
+        return True
 
 
 def _entries_after(heap: list[heaps.RankEntry], after: Key | None) -> Iterator[heaps.RankEntry]:

@@ -62,12 +62,13 @@ class CoreState(Bookkeeping):
         self._workers: dict[str, Worker] = {}
         self._by_status: dict[str, dict[str, Task]] = {status: {} for status in TASK_STATUSES}
         self._rdeps: dict[str, set[str]] = {}
-        # Ready tasks in two heaps: those some worker may run (``runnable``), and those nobody
-        # may run yet (an external task waiting for its data). The second kind can only use up
-        # an assistant's own greedy slot, so get_work rarely looks at them; kept apart, they
-        # never sit on top of the heap it walks, where they would stop the lazy deletion of
-        # every task handed out after them.
+        # Ready tasks in heaps by what get_work can skip wholesale (selection.py): those some
+        # worker may run (``runnable``) and that need no resources; those some worker may run,
+        # one heap per distinct resource need (once the first of a heap cannot get its
+        # resources, none of the rest can); and those nobody may run yet (an external task
+        # waiting for its data), which can only use up an assistant's own greedy slot.
         self._runnable_heap: list[heaps.RankEntry] = []
+        self._need_heaps: dict[tuple[tuple[str, float], ...], list[heaps.RankEntry]] = {}
         self._unclaimed_heap: list[heaps.RankEntry] = []
         self._n_ready = 0
         self._family_heaps: dict[str, list[heaps.RankEntry]] = {}
@@ -273,10 +274,7 @@ class CoreState(Bookkeeping):
         self._token += 1
         task.token = self._token
         entry = heaps.rank_entry(task.priority, task.time, task.seq, task.token, task.id)
-        if task.runnable:
-            heaps.push(self._runnable_heap, entry, self._n_ready, self._is_live)
-        else:
-            heaps.push(self._unclaimed_heap, entry, self._n_ready, self._is_unclaimed)
+        self._push_shared(task, entry)
         family_heap = self._family_heaps.setdefault(task.family, [])
         heaps.push(family_heap, entry, self._family_ready.get(task.family, 0), self._is_live)
         for name in task.workers:
@@ -289,7 +287,16 @@ class CoreState(Bookkeeping):
             return
         task.runnable = True
         if task.ready:  # same token: its entry in the unclaimed heap dies, this one is live
-            entry = heaps.rank_entry(task.priority, task.time, task.seq, task.token, task.id)
+            self._push_shared(task, heaps.rank_entry(task.priority, task.time, task.seq, task.token, task.id))
+
+    def _push_shared(self, task: Task, entry: heaps.RankEntry) -> None:
+        """Enter a ready task into the one shared heap get_work walks for it."""
+        if not task.runnable:
+            heaps.push(self._unclaimed_heap, entry, self._n_ready, self._is_unclaimed)
+        elif task.resources:
+            heap = self._need_heaps.setdefault(heaps.need_key(task.resources), [])
+            heaps.push(heap, entry, self._n_ready, self._is_live)
+        else:
             heaps.push(self._runnable_heap, entry, self._n_ready, self._is_live)
 
     def _is_live(self, entry: heaps.RankEntry) -> bool:
@@ -342,6 +349,7 @@ class CoreState(Bookkeeping):
         if resources != task.resources:
             task.resources = resources
             self._refresh(task)
+            self._rank_changed(task)  # a ready task moves to the heap of its new need
             self._changes.tasks.add(task.id)
 
     def _replace_deps(self, task: Task, dep_ids: Iterable[str]) -> None:

@@ -259,6 +259,31 @@ def test_a_task_nobody_may_run_still_counts_in_the_greedy_reservation(make) -> N
     assert h.next_id("W1") == "Helpful"  # W1 runs it itself: W1 is not an assistant
 
 
+def test_a_task_nobody_may_run_that_cannot_get_its_resources_does_not_hide_the_next_one(make) -> None:
+    """U1 waits for the db that Hold's worker keeps; U2 (also runnable by nobody) still takes the
+    assistant's own slot and the cpu, so R, which needs the cpu, waits and F is handed out."""
+    h = make(resources={"db": 1, "cpu": 1})
+    h.add("Hold", worker="W2", resources={"db": 1}, priority=10)
+    assert h.next_id("W2") == "Hold"
+    h.add("U1", runnable=False, resources={"db": 1}, priority=9)
+    h.add("U2", runnable=False, resources={"cpu": 1}, priority=8)
+    h.add("R", resources={"cpu": 1}, priority=7)
+    h.add("F", priority=0)
+    assert h.next_id("Helper", assistant=True) == "F"
+
+
+def test_tasks_of_one_resource_need_that_cannot_start_do_not_hide_tasks_of_another(make) -> None:
+    h = make(resources={"db": 1, "cpu": 1})
+    h.add("Hold", resources={"db": 1}, priority=10)
+    assert h.next_id() == "Hold"
+    for i in range(5):
+        h.add(f"Load_{i}", resources={"db": 1}, priority=5)
+    h.add("Crunch", resources={"cpu": 1}, priority=1)
+    assert h.next_id("Helper", assistant=True) == "Crunch"
+    h.finish("Hold")
+    assert h.next_id("Helper", assistant=True) == "Load_0"
+
+
 def test_get_work_records_the_host_as_the_worker_reference(h: Harness) -> None:
     h.work("W1", host="box7")
     assert h.s._workers["W1"].reference == {"host": "box7"}

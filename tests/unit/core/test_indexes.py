@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from core_harness import FakeClock
 
-from scheduler.core import Scheduler, SchedulerSettings
+from scheduler.core import Scheduler, SchedulerSettings, heaps
 
 
 def upstream_disabled(tasks: dict[str, Any], task_id: str, memo: dict[str, bool]) -> bool:
@@ -73,8 +73,15 @@ def recount_problems(s: Scheduler) -> list[str]:
         if t.status == "PENDING" and all(dep in tasks and tasks[dep].status == "DONE" for dep in t.deps)
     }
     runnable = {task_id for task_id in ready if tasks[task_id].runnable}
-    if {entry[4] for entry in s._runnable_heap if s._is_live(entry)} != runnable:
+    needs_nothing = {task_id for task_id in runnable if not tasks[task_id].resources}
+    if {entry[4] for entry in s._runnable_heap if s._is_live(entry)} != needs_nothing:
         problems.append("heap of ready tasks some worker may run")
+    for need, heap in s._need_heaps.items():
+        if any(s._is_live(entry) and heaps.need_key(tasks[entry[4]].resources) != need for entry in heap):
+            problems.append(f"a task in the heap of need {need} needs something else")
+    in_need_heaps = {entry[4] for heap in s._need_heaps.values() for entry in heap if s._is_live(entry)}
+    if in_need_heaps != runnable - needs_nothing:
+        problems.append("heaps of ready tasks some worker may run, by resource need")
     if {entry[4] for entry in s._unclaimed_heap if s._is_unclaimed(entry)} != ready - runnable:
         problems.append("heap of ready tasks nobody may run")
     counts = {status: 0 for status in s.status_counts()}
