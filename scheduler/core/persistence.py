@@ -207,6 +207,7 @@ class PersistenceAPI(AdminRPCs):
                 task.ready = True
                 n_ready += 1
                 entry = (-task.priority, task.time, task.seq, token, task_id)
+                # The routing of CoreState._push_shared, inlined: this runs once per ready task.
                 if not task.runnable:
                     unclaimed_heap.append(entry)
                 elif task.resources:
