@@ -304,8 +304,8 @@ class CoreState(Bookkeeping):
         return task is not None and task.token == entry[3] and task.ready
 
     def _is_unclaimed(self, entry: heaps.RankEntry) -> bool:
-        task = self._tasks.get(entry[4])
-        return task is not None and task.token == entry[3] and task.ready and not task.runnable
+        """Live in the heap of tasks nobody may run: live, and still runnable by nobody."""
+        return self._is_live(entry) and not self._tasks[entry[4]].runnable
 
     def _live_for(self, worker_id: str) -> Callable[[heaps.RankEntry], bool]:
         tasks = self._tasks
