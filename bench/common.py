@@ -7,6 +7,7 @@ on 127.0.0.1 only. Callers wrap their runs in ``try/finally`` and call ``Procs.s
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import math
 import os
@@ -178,9 +179,62 @@ class RequestsClient:
         self.session.close()
 
 
-def make_client(kind: str, url: str, timeout: float = 120.0) -> LeanClient | RequestsClient:
-    """``kind`` is ``lean`` (http.client) or ``requests``."""
-    return LeanClient(url, timeout) if kind == "lean" else RequestsClient(url, timeout)
+class CurlClient:
+    """The same calls through libcurl (``pycurl``): one keep-alive handle, HTTP done in C.
+
+    A load generator that shares two CPUs with the scheduler under test takes its CPU from the
+    scheduler. ``http.client`` builds and parses every message in Python; libcurl does that in C
+    and leaves only the JSON and form encoding to Python. On the 2-CPU VM a call costs the client
+    about 100 us of CPU against 150 us (``bench/client_cost.py``). The requests on the wire are
+    the same: POST
+    ``/api/<method>`` with the form field ``data=<json>``. libcurl reopens a keep-alive connection
+    that the server closed by itself.
+    """
+
+    HEADERS = ["Content-Type: application/x-www-form-urlencoded", "Accept: application/json", "Expect:"]
+
+    def __init__(self, url: str, timeout: float = 120.0) -> None:
+        try:
+            import pycurl
+        except ImportError as exc:
+            raise SystemExit(
+                "the curl client needs pycurl (scripts/setup-venv.sh test installs it); "
+                "or run with --client lean"
+            ) from exc
+        self._pycurl = pycurl
+        self.url = url.rstrip("/")
+        self._body = io.BytesIO()
+        self._curl = pycurl.Curl()
+        self._curl.setopt(pycurl.HTTPHEADER, self.HEADERS)
+        self._curl.setopt(pycurl.TCP_NODELAY, 1)
+        self._curl.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
+        self._curl.setopt(pycurl.WRITEDATA, self._body)
+
+    def rpc(self, method: str, payload: dict[str, Any]) -> Any:
+        pycurl, curl, body = self._pycurl, self._curl, self._body
+        body.seek(0)
+        body.truncate()
+        curl.setopt(pycurl.URL, f"{self.url}/api/{method}")
+        curl.setopt(pycurl.POSTFIELDS, urllib.parse.urlencode({"data": json.dumps(payload)}))
+        try:
+            curl.perform()
+        except pycurl.error as exc:
+            raise RpcError(f"{method}: {exc}") from exc
+        status = curl.getinfo(pycurl.RESPONSE_CODE)
+        if status != 200:
+            raise RpcError(f"{method}: HTTP {status}: {body.getvalue()[:200]!r}")
+        return json.loads(body.getvalue())["response"]
+
+    def close(self) -> None:
+        self._curl.close()
+
+
+CLIENTS = {"curl": CurlClient, "lean": LeanClient, "requests": RequestsClient}
+
+
+def make_client(kind: str, url: str, timeout: float = 120.0) -> CurlClient | LeanClient | RequestsClient:
+    """``kind`` is ``curl`` (libcurl), ``lean`` (http.client) or ``requests`` (as luigi's own client)."""
+    return CLIENTS[kind](url, timeout)
 
 
 def rpc(session: requests.Session, url: str, method: str, payload: dict[str, Any], timeout: float = 120.0) -> Any:

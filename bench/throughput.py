@@ -19,9 +19,11 @@ fsync and synchronous_commit on) it
    second. A ``get_work`` that returns no task (everything runnable is already running, the rest
    waits on dependencies) is retried after 5 ms.
 
-Every simulated worker speaks the protocol through a keep-alive ``http.client`` connection
-(``--client lean``, the default) rather than ``requests``, which costs ~1 ms of CPU per call on
-a 2-CPU VM and would otherwise be what is measured; ``--client requests`` shows that case.
+Every simulated worker speaks the protocol through a keep-alive libcurl handle (``--client curl``,
+the default) rather than ``requests``, which costs ~1 ms of CPU per call on a 2-CPU VM and would
+otherwise be what is measured; ``--client lean`` (``http.client``) and ``--client requests`` show
+those cases. The clients share the machine's CPUs with the scheduler, so the cheaper the client,
+the more of the machine the scheduler under test gets; both schedulers get the same client.
 
 The DAG: ``Extract`` leaves, each with a ``Transform`` on top (a chain), ten Transforms fan into
 one ``Aggregate``, and a few ``Report`` roots each need ~1/R of the Aggregates. So about half the
@@ -202,7 +204,6 @@ def register_client(url: str, client_kind: str, worker: str, tasks: list[dict[st
         out.put(result)
 
 
-# -- one drain worker (a separate process) -----------------------------------------------------
 # -- one drain worker (a separate process) ------------------------------------------------------
 
 
@@ -418,9 +419,10 @@ def main() -> int:
     ap.add_argument("--drain-budget", type=float, default=120.0, help="seconds per drain (default 120)")
     ap.add_argument("--schedulers", default="luigid,luigi-ha", help="which to run (default luigid,luigi-ha)")
     ap.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir, removed)")
-    ap.add_argument("--client", choices=("lean", "requests"), default="lean",
-                    help="HTTP client of every simulated worker: lean = http.client keep-alive (default), "
-                         "requests = what luigi's RemoteScheduler uses (about 1 ms of client CPU per call here)")
+    ap.add_argument("--client", choices=("curl", "lean", "requests"), default="curl",
+                    help="HTTP client of every simulated worker: curl = libcurl keep-alive (default), "
+                         "lean = http.client keep-alive, requests = what luigi's RemoteScheduler uses "
+                         "(about 1 ms of client CPU per call here)")
     ap.add_argument("--register-clients", type=int, default=4,
                     help="processes registering the DAG at once, each a slice of it (default 4; 1 = one "
                          "sequential client, whose rate is bounded by one durable commit per add_task)")
