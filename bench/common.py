@@ -186,9 +186,8 @@ class CurlClient:
     scheduler. ``http.client`` builds and parses every message in Python; libcurl does that in C
     and leaves only the JSON and form encoding to Python. On the 2-CPU VM a call costs the client
     about 100 us of CPU against 150 us (``bench/client_cost.py``). The requests on the wire are
-    the same: POST
-    ``/api/<method>`` with the form field ``data=<json>``. libcurl reopens a keep-alive connection
-    that the server closed by itself.
+    the same: POST ``/api/<method>`` with the form field ``data=<json>``. libcurl reopens a
+    keep-alive connection that the server closed by itself.
     """
 
     HEADERS = ["Content-Type: application/x-www-form-urlencoded", "Accept: application/json", "Expect:"]
@@ -198,7 +197,7 @@ class CurlClient:
             import pycurl
         except ImportError as exc:
             raise SystemExit(
-                "the curl client needs pycurl (scripts/setup-venv.sh test installs it); "
+                "the curl client needs pycurl (bash scripts/setup-machine.sh installs it); "
                 "or run with --client lean"
             ) from exc
         self._pycurl = pycurl
