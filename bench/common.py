@@ -126,6 +126,16 @@ class RpcError(RuntimeError):
     """A Luigi RPC answered with a status other than 200 (or not at all)."""
 
 
+def form_body(payload: dict[str, Any]) -> str:
+    """The body ``luigi.rpc`` posts: the arguments as JSON in the form field ``data``."""
+    return urllib.parse.urlencode({"data": json.dumps(payload)})
+
+
+def response_of(body: bytes) -> Any:
+    """The ``response`` of Luigi's ``{"response": ...}`` envelope."""
+    return json.loads(body)["response"]
+
+
 class LeanClient:
     """Luigi's wire protocol over one keep-alive ``http.client`` connection.
 
@@ -144,7 +154,7 @@ class LeanClient:
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def rpc(self, method: str, payload: dict[str, Any]) -> Any:
-        body = urllib.parse.urlencode({"data": json.dumps(payload)})
+        body = form_body(payload)
         for attempt in (1, 2):
             try:
                 self.conn.request("POST", f"/api/{method}", body=body, headers=self.HEADERS)
@@ -157,7 +167,7 @@ class LeanClient:
                     raise
         if response.status != 200:
             raise RpcError(f"{method}: HTTP {response.status}: {data[:200]!r}")
-        return json.loads(data)["response"]
+        return response_of(data)
 
     def close(self) -> None:
         self.conn.close()
@@ -214,7 +224,7 @@ class CurlClient:
         body.seek(0)
         body.truncate()
         curl.setopt(pycurl.URL, f"{self.url}/api/{method}")
-        curl.setopt(pycurl.POSTFIELDS, urllib.parse.urlencode({"data": json.dumps(payload)}))
+        curl.setopt(pycurl.POSTFIELDS, form_body(payload))
         try:
             curl.perform()
         except pycurl.error as exc:
@@ -222,7 +232,7 @@ class CurlClient:
         status = curl.getinfo(pycurl.RESPONSE_CODE)
         if status != 200:
             raise RpcError(f"{method}: HTTP {status}: {body.getvalue()[:200]!r}")
-        return json.loads(body.getvalue())["response"]
+        return response_of(body.getvalue())
 
     def close(self) -> None:
         self._curl.close()

@@ -3,7 +3,7 @@
 ``bench/throughput.py`` drives luigid and luigi-ha through one of three HTTP clients (libcurl,
 ``http.client``, ``requests``). Its figures mean something only if every client sends the same
 calls and reads the same answers, so each one here registers and drains the same small graph
-against a real luigi-ha node and must see the same replies, and a refused call must raise.
+against a real luigi-ha node and must read the expected replies, and a refused call must raise.
 """
 
 from __future__ import annotations
