@@ -148,7 +148,7 @@ async def api(request: web.Request) -> web.StreamResponse:
         code = 400
         return json_error(400, str(exc))
     finally:
-        node.metrics.rpc_seconds.labels(method=method).observe(time.perf_counter() - started)
+        node.metrics.observe_rpc(method, time.perf_counter() - started)
         if code != 200:
             node.metrics.rpc_errors.labels(method=method, code=str(code)).inc()
 

@@ -90,31 +90,49 @@ class NodeMetrics:
         self.load_seconds = Gauge("luigi_ha_takeover_load_seconds", "Time to load the state at the last takeover",
                                   registry=r)
         r.register(_StateCollector(read_counts))
+        self._series: dict[tuple[int, str], Any] = {}
+
+    def _child(self, metric: Counter | Gauge | Histogram, label: str) -> Any:
+        """``metric.labels(label)``, looked up once per metric and label value.
+
+        ``labels()`` checks and hashes its arguments under a lock on every call (about 2 us); the
+        leader calls these for every RPC and every finished task. A series still appears only
+        when first used, as with ``labels()``, so a family that never failed shows no failures.
+        """
+        key = (id(metric), label)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(label)
+        return child
+
+    def observe_rpc(self, method: str, seconds: float) -> None:
+        """Record one RPC's latency (``method`` is one of the protocol's, so the set stays small)."""
+        self._child(self.rpc_seconds, method).observe(seconds)
 
     # -- hooks called by the scheduling core -------------------------------------------------
 
     def handle_task_started(self, task: Any) -> None:
-        self.task_started.labels(family=task.family).inc()
+        self._child(self.task_started, task.family).inc()
 
     def handle_task_failed(self, task: Any) -> None:
-        self.task_failed.labels(family=task.family).inc()
-        self.tasks_failed.labels(family=task.family).inc()
+        self._child(self.task_failed, task.family).inc()
+        self._child(self.tasks_failed, task.family).inc()
         self._record_time(task)
 
     def handle_task_disabled(self, task: Any, config: Any = None) -> None:
-        self.task_disabled.labels(family=task.family).inc()
+        self._child(self.task_disabled, task.family).inc()
         self._record_time(task)
 
     def handle_task_done(self, task: Any) -> None:
-        self.task_done.labels(family=task.family).inc()
-        self.tasks_success.labels(family=task.family).inc()
+        self._child(self.task_done, task.family).inc()
+        self._child(self.tasks_success, task.family).inc()
         self._record_time(task)
 
     def _record_time(self, task: Any) -> None:
         started = getattr(task, "time_running", None)
         updated = getattr(task, "updated", None)
         if started is not None and updated is not None:
-            self.execution_time.labels(family=task.family).set(max(0.0, updated - started))
+            self._child(self.execution_time, task.family).set(max(0.0, updated - started))
 
     # -- exposition --------------------------------------------------------------------------
 
