@@ -264,6 +264,7 @@ def drain_worker(url: str, client_kind: str, n_total: int, budget: float, ready:
 class Run:
     scheduler: str
     n: int
+    round_no: int = 1
     register_seconds: float = float("nan")
     drain_seconds: float = float("nan")
     drained: int = 0
@@ -296,8 +297,9 @@ class Run:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "scheduler": self.scheduler, "n": self.n, "add_task_per_s": round(self.add_task_per_s, 1),
-            "register_seconds": round(self.register_seconds, 3), "tasks_per_s": round(self.tasks_per_s, 1),
+            "scheduler": self.scheduler, "n": self.n, "round": self.round_no,
+            "add_task_per_s": round(self.add_task_per_s, 1), "register_seconds": round(self.register_seconds, 3),
+            "tasks_per_s": round(self.tasks_per_s, 1),
             "drain_seconds": round(self.drain_seconds, 3), "drained": self.drained, "partial": self.partial,
             "get_work_p50_ms": round(self.p(50), 3), "get_work_p99_ms": round(self.p(99), 3),
             "get_work_mean_ms": round(statistics.fmean(self.latencies) * 1000, 3) if self.latencies else None,
@@ -306,6 +308,66 @@ class Run:
             "drain_commits": self.commits, "drain_commit_mean_ms": round(self.commit_ms, 3),
             "drain_rpcs_per_commit": round(self.per_commit, 2),
         }
+
+
+@dataclass
+class Summary:
+    """One (scheduler, N) over every round: the medians to quote and the spread behind them.
+
+    On a shared machine one drain can land on a slow minute; the median of a few rounds, with
+    its range beside it, is the figure that holds from one run of the script to the next.
+    """
+
+    scheduler: str
+    n: int
+    runs: list[Run]
+
+    def median(self, figure: Callable[[Run], float]) -> float:
+        return statistics.median(figure(r) for r in self.runs)
+
+    @property
+    def tasks_per_s(self) -> float:
+        return self.median(lambda r: r.tasks_per_s)
+
+    @property
+    def add_task_per_s(self) -> float:
+        return self.median(lambda r: r.add_task_per_s)
+
+    @property
+    def p50(self) -> float:
+        return self.median(lambda r: r.p(50))
+
+    @property
+    def p99(self) -> float:
+        return self.median(lambda r: r.p(99))
+
+    @property
+    def partial(self) -> bool:
+        return any(r.partial for r in self.runs)
+
+    def spread(self, figure: Callable[[Run], float]) -> tuple[float, float]:
+        values = [figure(r) for r in self.runs]
+        return min(values), max(values)
+
+    def rounds_meeting(self, ok: Callable[[Run], bool]) -> int:
+        return sum(1 for r in self.runs if ok(r))
+
+    def as_json(self) -> dict[str, Any]:
+        low, high = self.spread(lambda r: r.tasks_per_s)
+        return {
+            "scheduler": self.scheduler, "n": self.n, "rounds": len(self.runs), "partial": self.partial,
+            "tasks_per_s_median": round(self.tasks_per_s, 1), "tasks_per_s_min": round(low, 1),
+            "tasks_per_s_max": round(high, 1), "add_task_per_s_median": round(self.add_task_per_s, 1),
+            "get_work_p50_ms_median": round(self.p50, 3), "get_work_p99_ms_median": round(self.p99, 3),
+        }
+
+
+def summarize(runs: list[Run]) -> list[Summary]:
+    """Group the runs by (scheduler, N), in the order they were first measured."""
+    groups: dict[tuple[str, int], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.scheduler, r.n), []).append(r)
+    return [Summary(scheduler, n, group) for (scheduler, n), group in groups.items()]
 
 
 def run_together(procs: list[Any], ready: Any, go: Any, out: Any, *, result_timeout: float, what: str,
@@ -355,9 +417,9 @@ def register(url: str, client_kind: str, worker: str, dag: list[dict[str, Any]],
 
 
 def measure(scheduler: str, url: str, pid: int, dag: list[dict[str, Any]], workers: int, budget: float,
-            client_kind: str, register_clients: int) -> Run:
+            client_kind: str, register_clients: int, round_no: int = 1) -> Run:
     n = len(dag)
-    run = Run(scheduler, n, budget=budget)
+    run = Run(scheduler, n, round_no, budget=budget)
     client = make_client(client_kind, url)
     reg_id, reg_info = worker_identity(workers=4)
     pinger = Pinger(url, reg_id, client_kind)
@@ -423,10 +485,16 @@ def main() -> int:
                     help="HTTP client of every simulated worker: curl = libcurl keep-alive (default), "
                          "lean = http.client keep-alive, requests = what luigi's RemoteScheduler uses "
                          "(about 1 ms of client CPU per call here)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every (scheduler, N) this many times, alternating which scheduler goes first; "
+                         "with more than one, the figures to quote and the targets are the medians over the "
+                         "rounds (default 1)")
     ap.add_argument("--register-clients", type=int, default=4,
                     help="processes registering the DAG at once, each a slice of it (default 4; 1 = one "
                          "sequential client, whose rate is bounded by one durable commit per add_task)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     schedulers = [s.strip() for s in args.schedulers.split(",") if s.strip()]
     unknown = set(schedulers) - {"luigid", "luigi-ha"}
@@ -446,22 +514,27 @@ def main() -> int:
             pg = PostgresServer(durable=True)
             pg.start()
             log(f"durable PostgreSQL (fsync=on, synchronous_commit=on) on port {pg.port}")
-        for n in sizes:
-            dag = build_dag(n)
-            for scheduler in schedulers:
-                where = workdir / f"{scheduler}-{n}"
-                where.mkdir(parents=True, exist_ok=True)
-                if scheduler == "luigid":
-                    url, proc = start_luigid(procs, where)
-                else:
-                    assert pg is not None
-                    db_url = pg.create_database(f"throughput_{n}")
-                    url, proc = start_ha_node(procs, where, db_url)
-                try:
-                    runs.append(measure(scheduler, url, proc.pid, dag, args.workers, args.drain_budget, args.client,
-                                        args.register_clients))
-                finally:
-                    procs.stop(proc)
+        dags = {n: build_dag(n) for n in sizes}
+        for round_no in range(1, args.rounds + 1):
+            # Alternate who goes first, so neither scheduler always gets the same minutes.
+            order = schedulers if round_no % 2 else schedulers[::-1]
+            if args.rounds > 1:
+                log(f"round {round_no} of {args.rounds}: {', '.join(order)}")
+            for n in sizes:
+                for scheduler in order:
+                    where = workdir / f"{scheduler}-{n}-round{round_no}"
+                    where.mkdir(parents=True, exist_ok=True)
+                    if scheduler == "luigid":
+                        url, proc = start_luigid(procs, where)
+                    else:
+                        assert pg is not None
+                        db_url = pg.create_database(f"throughput_{n}_round{round_no}")
+                        url, proc = start_ha_node(procs, where, db_url)
+                    try:
+                        runs.append(measure(scheduler, url, proc.pid, dags[n], args.workers, args.drain_budget,
+                                            args.client, args.register_clients, round_no))
+                    finally:
+                        procs.stop(proc)
     finally:
         procs.stop_all()
         if pg is not None:
@@ -474,14 +547,23 @@ def main() -> int:
           f"drain budget {args.drain_budget:.0f} s")
     print(machine_line() + "; luigi-ha = one node on durable PostgreSQL (fsync=on, synchronous_commit=on)")
     print()
+    rounds = args.rounds > 1
     rows = []
     for r in runs:
-        rows.append([r.scheduler, fmt(r.n), fmt(r.add_task_per_s, 0), fmt(r.tasks_per_s, 1), r.drained_text(),
-                     fmt(r.drain_seconds, 1), fmt(r.p(50), 2), fmt(r.p(99), 2), fmt(r.get_work_count),
-                     fmt(r.empty_get_work), fmt(r.errors)])
-    print(table(["scheduler", "N", "add_task/s", "tasks/s drain", "drained", "drain s", "get_work p50 ms",
-                 "p99 ms", "get_work calls", "empty", "errors"], rows))
-    by = {(r.scheduler, r.n): r for r in runs}
+        rows.append([r.scheduler, fmt(r.n), *([fmt(r.round_no)] if rounds else []), fmt(r.add_task_per_s, 0),
+                     fmt(r.tasks_per_s, 1), r.drained_text(), fmt(r.drain_seconds, 1), fmt(r.p(50), 2),
+                     fmt(r.p(99), 2), fmt(r.get_work_count), fmt(r.empty_get_work), fmt(r.errors)])
+    print(table(["scheduler", "N", *(["round"] if rounds else []), "add_task/s", "tasks/s drain", "drained",
+                 "drain s", "get_work p50 ms", "p99 ms", "get_work calls", "empty", "errors"], rows))
+    summaries = summarize(runs)
+    if rounds:
+        print()
+        print(f"medians over {args.rounds} rounds (the figures to quote; min-max of the drain beside them)")
+        print(table(["scheduler", "N", "add_task/s", "tasks/s drain", "min-max", "get_work p50 ms", "p99 ms"],
+                    [[m.scheduler, fmt(m.n), fmt(m.add_task_per_s, 0), fmt(m.tasks_per_s, 1),
+                      "{:,.1f}-{:,.1f}".format(*m.spread(lambda r: r.tasks_per_s)), fmt(m.p50, 2), fmt(m.p99, 2)]
+                     for m in summaries]))
+    by = {(m.scheduler, m.n): m for m in summaries}
     ratio_rows = []
     ratios: list[dict[str, Any]] = []
     for n in sizes:
@@ -490,26 +572,23 @@ def main() -> int:
             continue
         rr = {"n": n, "add_task_per_s": ratio(ha.add_task_per_s, ld.add_task_per_s),
               "tasks_per_s": ratio(ha.tasks_per_s, ld.tasks_per_s),
-              "get_work_p50": ratio(ha.p(50), ld.p(50)), "get_work_p99": ratio(ha.p(99), ld.p(99))}
+              "get_work_p50": ratio(ha.p50, ld.p50), "get_work_p99": ratio(ha.p99, ld.p99)}
         ratios.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rr.items()})
-        partial = [name for name, r in (("luigid", ld), ("luigi-ha", ha)) if r.partial]
+        partial = [name for name, m in (("luigid", ld), ("luigi-ha", ha)) if m.partial]
         note = f" (partial: {', '.join(partial)})" if partial else ""
         ratio_rows.append([fmt(n), f"{rr['add_task_per_s']:.2f}x", f"{rr['tasks_per_s']:.2f}x{note}",
                            f"{rr['get_work_p50']:.3f}x", f"{rr['get_work_p99']:.3f}x"])
     if ratio_rows:
         print()
-        print("ratios luigi-ha / luigid (throughput: higher is better for luigi-ha; latency: lower is better)")
+        print("ratios luigi-ha / luigid" + (" of the medians" if rounds else "")
+              + " (throughput: higher is better for luigi-ha; latency: lower is better)")
         print(table(["N", "add_task/s", "tasks/s drain", "get_work p50", "get_work p99"], ratio_rows))
-    targets = []
-    for r in runs:
-        if r.scheduler != "luigi-ha":
-            continue
-        targets.append([fmt(r.n), _mark(r.tasks_per_s >= 1000, f"{r.tasks_per_s:,.0f} tasks/s (>= 1,000)"),
-                        _mark(r.p(99) <= 10, f"p99 {r.p(99):.2f} ms (<= 10)"),
-                        _mark(r.add_task_per_s >= 1000, f"{r.add_task_per_s:,.0f} add_task/s (>= 1,000)")])
+    targets = [[fmt(m.n), *(_judge(m, figure, ok, text) for figure, ok, text in TARGETS)]
+               for m in summaries if m.scheduler == "luigi-ha"]
     if targets:
         print()
-        print("luigi-ha targets (reported, not asserted)")
+        print("luigi-ha targets" + (f" (on the medians of {args.rounds} rounds;" if rounds else " (")
+              + " reported, not asserted)")
         print(table(["N", "drain", "get_work p99", "registering"], targets))
     partial = [r for r in runs if r.partial]
     if partial:
@@ -520,12 +599,27 @@ def main() -> int:
                   "of the calls made in that time.")
     print()
     print(json.dumps({"benchmark": "throughput", "workers": args.workers, "drain_budget_s": args.drain_budget,
-                      "runs": [r.as_json() for r in runs], "ratios_ha_over_luigid": ratios}))
+                      "rounds": args.rounds, "runs": [r.as_json() for r in runs],
+                      "medians": [m.as_json() for m in summaries], "ratios_ha_over_luigid": ratios}))
     return 0
 
 
-def _mark(ok: bool, text: str) -> str:
-    return ("met: " if ok else "MISSED: ") + text
+#: The issue's targets for luigi-ha: (the figure, whether a value meets it, how to print the value).
+TARGETS: list[tuple[Callable[[Run], float], Callable[[float], bool], Callable[[float], str]]] = [
+    (lambda r: r.tasks_per_s, lambda v: v >= 1000, lambda v: f"{v:,.0f} tasks/s (>= 1,000)"),
+    (lambda r: r.p(99), lambda v: v <= 10, lambda v: f"p99 {v:.2f} ms (<= 10)"),
+    (lambda r: r.add_task_per_s, lambda v: v >= 1000, lambda v: f"{v:,.0f} add_task/s (>= 1,000)"),
+]
+
+
+def _judge(m: Summary, figure: Callable[[Run], float], ok: Callable[[float], bool],
+           text: Callable[[float], str]) -> str:
+    """``met: <median>`` or ``MISSED: <median>``, and with several rounds how many of them met it."""
+    value = m.median(figure)
+    verdict = ("met: " if ok(value) else "MISSED: ") + text(value)
+    if len(m.runs) > 1:
+        verdict += f"; {m.rounds_meeting(lambda r: ok(figure(r)))} of {len(m.runs)} rounds"
+    return verdict
 
 
 if __name__ == "__main__":
