@@ -3,6 +3,7 @@
     python bench/throughput.py                                  # N = 10000,30000; W = 4; 120 s budget
     python bench/throughput.py --sizes 2000 --drain-budget 60   # a quick run
     python bench/throughput.py --schedulers luigi-ha            # luigi-ha only
+    python bench/throughput.py --rounds 3                       # 3 rounds each; quote the medians
 
 For each N and each scheduler (luigid from the installed luigi package, with its own state file
 in a private cwd; luigi-ha as ONE node on a fresh database of a durable throwaway PostgreSQL,
@@ -552,9 +553,10 @@ def main() -> int:
     for r in runs:
         rows.append([r.scheduler, fmt(r.n), *([fmt(r.round_no)] if rounds else []), fmt(r.add_task_per_s, 0),
                      fmt(r.tasks_per_s, 1), r.drained_text(), fmt(r.drain_seconds, 1), fmt(r.p(50), 2),
-                     fmt(r.p(99), 2), fmt(r.get_work_count), fmt(r.empty_get_work), fmt(r.errors)])
+                     fmt(r.p(99), 2), fmt(r.server_cpu_ms_per_task, 2), fmt(r.get_work_count),
+                     fmt(r.empty_get_work), fmt(r.errors)])
     print(table(["scheduler", "N", *(["round"] if rounds else []), "add_task/s", "tasks/s drain", "drained",
-                 "drain s", "get_work p50 ms", "p99 ms", "get_work calls", "empty", "errors"], rows))
+                 "drain s", "get_work p50 ms", "p99 ms", "CPU ms/task", "get_work calls", "empty", "errors"], rows))
     summaries = summarize(runs)
     if rounds:
         print()
@@ -590,13 +592,15 @@ def main() -> int:
         print("luigi-ha targets" + (f" (on the medians of {args.rounds} rounds;" if rounds else " (")
               + " reported, not asserted)")
         print(table(["N", "drain", "get_work p99", "registering"], targets))
-    partial = [r for r in runs if r.partial]
+    partial = [m for m in summaries if m.partial]
     if partial:
         print()
-        for r in partial:
-            print(f"note: {r.scheduler} N={r.n} did not finish within the {r.budget:.0f} s budget; its tasks/s is "
-                  f"over the {r.drained} tasks drained in that time (PARTIAL), and the get_work latencies are those "
-                  "of the calls made in that time.")
+    for m in partial:
+        cut = [r for r in m.runs if r.partial]
+        rounds_text = f" in {len(cut)} of {len(m.runs)} rounds" if rounds else ""
+        print(f"note: {m.scheduler} N={m.n} did not finish within the {cut[0].budget:.0f} s budget{rounds_text}; "
+              f"its tasks/s is over the tasks drained in that time ({', '.join(str(r.drained) for r in cut)}: "
+              "PARTIAL), and the get_work latencies are those of the calls made in that time.")
     print()
     print(json.dumps({"benchmark": "throughput", "workers": args.workers, "drain_budget_s": args.drain_budget,
                       "rounds": args.rounds, "runs": [r.as_json() for r in runs],

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 need=()
 # haproxy/keepalived: the HA front; postgresql/mariadb-server: real databases for the tests;
 # systemd-container/debootstrap/openssh-client: the nspawn "VMs" Ansible deploys to;
-# prometheus: promtool checks the alert rules.
+# prometheus: promtool checks the alert rules; python3-venv: .venv on Debian's optimised CPython
+# (scripts/setup-venv.sh says why).
 for pkg in haproxy keepalived postgresql mariadb-server systemd iproute2 openssl curl \
-           systemd-container debootstrap openssh-client prometheus; do
+           systemd-container debootstrap openssh-client prometheus python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
