@@ -19,9 +19,9 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 
 if [ -x .venv/bin/python ]; then
-  made_with=$(.venv/bin/python -c 'import sys; print(sys._base_executable)')
+  made_with=$(sed -n 's/^executable = //p' .venv/pyvenv.cfg)
   wanted=$("$PYTHON" -c 'import sys; print(sys.executable)')
-  if [ "$(realpath "$made_with")" != "$(realpath "$wanted")" ]; then
+  if [ -n "$made_with" ] && [ "$(realpath "$made_with")" != "$(realpath "$wanted")" ]; then
     echo "note: .venv runs on $made_with, not $wanted; remove .venv to rebuild it on $wanted" >&2
   fi
 else
