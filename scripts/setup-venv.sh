@@ -5,8 +5,9 @@
 # The interpreter: $PYTHON if set. Otherwise the distribution's /usr/bin/python3 when it is 3.11
 # or newer and can make a venv, else the python3 on PATH. Debian builds its CPython with
 # profile-guided and link-time optimisation; pyenv's default build has neither. A scheduler
-# node spends most of its CPU in the interpreter, and on the 2-CPU VM Debian's build needed
-# 0.63 ms of node CPU per drained task against 0.75 ms (bench/README.md, "The interpreter").
+# node spends most of its CPU in the interpreter: on the 2-CPU VM it needed 0.63 ms of CPU per
+# drained task on Debian's build against 0.75 ms on pyenv's, medians of ten drains each
+# (bench/README.md, "Where the node's CPU goes, and the interpreter").
 # The Ansible roles deploy on the same /usr/bin/python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
