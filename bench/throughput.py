@@ -350,9 +350,6 @@ class Summary:
         values = [figure(r) for r in self.runs]
         return min(values), max(values)
 
-    def rounds_meeting(self, ok: Callable[[Run], bool]) -> int:
-        return sum(1 for r in self.runs if ok(r))
-
     def as_json(self) -> dict[str, Any]:
         low, high = self.spread(lambda r: r.tasks_per_s)
         return {
@@ -595,7 +592,7 @@ def main() -> int:
     partial = [m for m in summaries if m.partial]
     if partial:
         print()
-    for m in partial:
+    for m in partial:  # one note per (scheduler, N), naming every round that was cut
         cut = [r for r in m.runs if r.partial]
         rounds_text = f" in {len(cut)} of {len(m.runs)} rounds" if rounds else ""
         print(f"note: {m.scheduler} N={m.n} did not finish within the {cut[0].budget:.0f} s budget{rounds_text}; "
@@ -622,7 +619,7 @@ def _judge(m: Summary, figure: Callable[[Run], float], ok: Callable[[float], boo
     value = m.median(figure)
     verdict = ("met: " if ok(value) else "MISSED: ") + text(value)
     if len(m.runs) > 1:
-        verdict += f"; {m.rounds_meeting(lambda r: ok(figure(r)))} of {len(m.runs)} rounds"
+        verdict += f"; {sum(ok(figure(r)) for r in m.runs)} of {len(m.runs)} rounds"
     return verdict
 
 
