@@ -6,7 +6,7 @@ Usage, in the writer's own transaction, before its writes::
         lease.fence(conn)            # or check_fence(conn, table, name, holder, epoch)
         conn.execute(...writes...)   # commit happens when the block ends
 
-Why this is safe (ha-anchors lesson 5, Kleppmann's fencing token checked *by the storage*):
+Why this is safe (docs/ha-rules.md, "The fence is checked by the storage"):
 
 * The check reads the lease row with a **shared row lock** and compares holder, epoch and
   ``expires_at > database now`` (:mod:`lease.clock`). The lock is held until the caller's

@@ -51,7 +51,8 @@ On PostgreSQL each lease transaction first runs ``SELECT set_config('statement_t
 true), set_config('lock_timeout', ms, true)`` with ``ms`` = the time left in the current budget
 (never more than the engine's own statement timeout),
 so no lease statement can outlive the renew deadline (kubernetes#44887) and a takeover blocked by
-the leader's share lock gives up instead of queueing (ha-anchors lesson 7). MySQL/MariaDB and
+the leader's share lock gives up instead of queueing (docs/ha-rules.md, "Every lease statement is
+bounded"). MySQL/MariaDB and
 SQLite rely on the session timeouts set by :func:`lease.create_engine`.
 
 Time on the node: the node never compares wall clocks. It records its *monotonic* time at the

@@ -2,8 +2,7 @@
 
 A leader must stop before the database can hand its lease to somebody else, and a single lost
 renew must not cost a failover. Both are properties of the three numbers together, so they are
-checked together, once, at startup (ha-anchors lesson 2: Patroni's ``loop_wait + 2*retry_timeout
-<= ttl``, client-go's ``LeaseDuration > RenewDeadline > 1.2*RetryPeriod``).
+checked together, once, at startup (docs/ha-rules.md, "Timings checked together").
 """
 
 from __future__ import annotations

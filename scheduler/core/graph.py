@@ -1,4 +1,6 @@
-"""Read-only graph computations: upstream status (protocol 3.12) and dependency graph walks.
+"""Read-only graph computations: upstream status and dependency graph walks.
+
+Upstream status follows docs/luigi-semantics.md, "Upstream status".
 
 These serve the visualiser, so they are computed on demand; they never change state.
 """

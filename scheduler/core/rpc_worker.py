@@ -56,7 +56,7 @@ class WorkerRPCs(Selection):
         owners: Any = None,
         **kwargs: Any,
     ) -> None:
-        """Register or update a task and what this worker knows about it (protocol 3.4).
+        """Register or update a task and what this worker knows about it (docs/luigi-semantics.md, "add_task").
 
         Deviations from luigid, all fixes of its quirks (protocol section 8):
 
@@ -314,7 +314,7 @@ class WorkerRPCs(Selection):
         worker: Any = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Hand out the best task (or a batch) to a worker (protocol 3.8).
+        """Hand out the best task (or a batch) to a worker (docs/luigi-semantics.md, "get_work").
 
         Cost for a trivial worker: amortised O(log n) plus the worker's running tasks; see
         ``selection`` for the greedy case.  Deviation: a runner id in ``running_tasks`` that is

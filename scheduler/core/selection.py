@@ -1,4 +1,4 @@
-"""Choosing what ``get_work`` hands out (protocol 3.8 steps 4-5, and batching 3.11).
+"""Choosing what ``get_work`` hands out (docs/luigi-semantics.md, "get_work" and "Batching").
 
 luigid sorts every PENDING and RUNNING task on each call.  Here the choice reads the ready heaps:
 

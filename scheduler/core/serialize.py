@@ -1,4 +1,4 @@
-"""The "TaskJSON" object of the visualiser and admin RPCs (protocol 2.1).
+"""The "TaskJSON" object of the visualiser and admin RPCs (docs/luigi-semantics.md).
 
 Key presence matters to the visualiser, so the optional keys follow luigid exactly:
 ``re_enable_able`` only for DISABLED tasks, ``deps`` only in graph replies (and

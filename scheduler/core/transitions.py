@@ -17,7 +17,7 @@ from .state import CoreState
 
 class Transitions(CoreState):
     def _set_status(self, task: Task, status: str, now: float, actor: Actor | None = None) -> None:
-        """Apply a requested status with luigid's rules (protocol 3.3), in its order.
+        """Apply a requested status with luigid's rules (docs/luigi-semantics.md, "Status changes"), in its order.
 
         1. DISABLED never replaces RUNNING/BATCH_RUNNING.
         2. From DISABLED: DONE clears the disable; a scheduler disable can only be replaced by
@@ -93,7 +93,7 @@ class Transitions(CoreState):
 
     # ------------------------------------------------------------------ prune
     def _prune(self, now: float) -> None:
-        """One luigid prune cycle (protocol 3.10), touching only workers and tasks that are due.
+        """One luigid prune cycle (docs/luigi-semantics.md, "Pruning"), touching only workers and tasks that are due.
 
         Cost: O(workers + running tasks + due timers + newly orphaned tasks), instead of luigid's
         scan of every task.  The per-task rule order (dead runner, removal mark, disable expiry,

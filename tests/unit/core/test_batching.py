@@ -1,4 +1,4 @@
-"""Batching (protocol 3.11): batch formation, the representative's report, and its siblings."""
+"""Batching (docs/luigi-semantics.md, "Batching"): batch formation, the representative's report, and its siblings."""
 
 from __future__ import annotations
 

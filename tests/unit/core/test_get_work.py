@@ -1,4 +1,4 @@
-"""get_work: ordering, dependency gating, counts, resources and greedy accounting (protocol 3.8)."""
+"""get_work: ordering, dependency gating, counts, resources and greedy accounting (docs/luigi-semantics.md)."""
 
 from __future__ import annotations
 

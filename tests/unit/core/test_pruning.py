@@ -1,4 +1,4 @@
-"""Worker liveness and pruning (protocol 3.10)."""
+"""Worker liveness and pruning (docs/luigi-semantics.md, "Pruning")."""
 
 from __future__ import annotations
 

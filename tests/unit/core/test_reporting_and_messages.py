@@ -1,4 +1,4 @@
-"""Reports from inside running tasks, and scheduler -> task messages (protocol 2.3, 3.14)."""
+"""Reports from inside running tasks, and scheduler -> task messages (docs/luigi-semantics.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Status transitions (protocol 3.3 and the table in 3.5), including the retry policy."""
+"""Status transitions (docs/luigi-semantics.md, "Status changes"), including the retry policy."""
 
 from __future__ import annotations
 
