@@ -127,6 +127,11 @@ class HostTracker:
             if why:
                 self.last_error = why[:300]
 
+    @property
+    def connected_now(self) -> bool:
+        """False from a lost connection until the next successful connect."""
+        return not self._lost and self.current is not None
+
     def committed(self) -> None:
         self.last_commit = self._monotonic()
 
@@ -139,6 +144,7 @@ class HostTracker:
         current = self.current
         since = self.seconds_since_commit()
         out: dict[str, Any] = current.describe() if current else {"host": None, "primary": None, "replication": None}
+        out["connected"] = self.connected_now
         out["reconnects"] = self.reconnects
         out["seconds_since_commit"] = None if since is None else round(since, 3)
         out["last_error"] = self.last_error
