@@ -131,7 +131,7 @@ def _short(exc: BaseException | None) -> str:
 
 class Backoff:
     """How long to wait before the next attempt to reach the database: exponential with jitter,
-    capped, restarting from ``initial`` after a success (tenacity's ``wait_exponential_jitter``).
+    capped, restarting from ``initial`` after a success (tenacity's wait strategies).
 
     Why capped low: after a failover the lease becomes free at a moment no node can see coming
     (its ttl, by the database's clock), and a node that happens to be sleeping then delays the
@@ -141,7 +141,7 @@ class Backoff:
     """
 
     def __init__(self, initial: float = 0.05, cap: float = 0.5) -> None:
-        self._wait = tenacity.wait_exponential_jitter(initial=initial, max=cap, jitter=initial)
+        self._wait = tenacity.wait_exponential(multiplier=initial, max=cap) + tenacity.wait_random(0, initial)
         self._cap = cap
         self.failures = 0
 

@@ -256,7 +256,7 @@ class Node:
                 if not self._ready_sent:
                     self._ready_sent = notify("READY=1", f"STATUS={self.role.value}")
                 self._watchdog()
-                interval = self._renew_interval if self.role is Role.LEADER else self._db_wait
+                interval = self._until_next_renew() if self.role is Role.LEADER else self._db_wait
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=interval)
         finally:
@@ -301,6 +301,15 @@ class Node:
             return None
         self._database_ok()
         return await self._take_over(epoch)
+
+    def _until_next_renew(self) -> float:
+        """``renew_interval``, or sooner when the term has less than two intervals left.
+
+        A term is valid from the *start* of the attempt that won it, so an acquire that the
+        database answered late (a commit released only when a synchronous standby came back)
+        starts a term that is nearly over; renewing at the usual interval would let it lapse.
+        """
+        return min(self._renew_interval, max(0.02, self._lease.deadline_remaining() / 2))
 
     def _database_failed(self) -> None:
         self._db_wait = self._db_backoff.failed()
