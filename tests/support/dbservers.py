@@ -84,6 +84,11 @@ class PostgresServer:
                 [f"{self.bindir}/initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E",
                  "UTF8"],
             )
+            if self.listen != "127.0.0.1":
+                # initdb trusts loopback only; a server in a network namespace is reached from
+                # outside it (its clients and its replicas).
+                with open(self.data / "pg_hba.conf", "a") as hba:
+                    hba.write(f"host all all {self.listen}/24 trust\nhost replication all {self.listen}/24 trust\n")
         self.proc: subprocess.Popen | None = None
 
     @property
