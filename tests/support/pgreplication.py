@@ -129,6 +129,12 @@ class ReplicatedPostgres:
             [f"{server.bindir}/pg_basebackup", "-h", source.listen, "-p", str(source.port), "-U", "postgres",
              "-D", str(server.data), "-R", "-X", "stream", "-c", "fast", "--no-sync"],
         )
+        # A clone of a synchronous primary would inherit its synchronous_standby_names (ALTER
+        # SYSTEM keeps it in postgresql.auto.conf) and, once promoted, wait for a standby at every
+        # commit. Drop it: a promoted clone commits on its own until make_synchronous().
+        auto = server.data / "postgresql.auto.conf"
+        kept = [line for line in auto.read_text().splitlines() if not line.startswith("synchronous_standby_names")]
+        auto.write_text("\n".join(kept) + "\n")
         return server
 
     def create_database(self, name: str) -> str:
