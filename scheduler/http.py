@@ -21,18 +21,17 @@ import json
 import time
 from collections.abc import KeysView
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import luigi
 from aiohttp import web
 
 from scheduler.core import RPC_METHODS, Scheduler
+from scheduler.http_input import BadInput, decode_data
 from scheduler.node import Node, NotLeader, RequestFailed
+from scheduler.static_files import static_handler
 
 NODE_KEY = web.AppKey("node", Node)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
-LUIGI_STATIC = Path(luigi.__file__).resolve().parent / "static"
 RETRY_AFTER_SECONDS = "1"
 
 # Signatures are read once from the core; binding against them is how we reject a request whose
@@ -87,25 +86,23 @@ async def _read_arguments(request: web.Request) -> dict[str, Any]:
     """
     raw = request.query.get("data")
     if request.method == "POST" and request.can_read_body:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except LookupError:
+            raise _bad_request(f"unknown charset {request.charset!r} in Content-Type") from None
+        except UnicodeDecodeError as exc:
+            raise _bad_request(f"the form body is not valid {exc.encoding} text") from None
         if "data" in form:
             value = form["data"]
             raw = value if isinstance(value, str) else None
-    if raw is None or raw.strip() == "":
-        return {}
     try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(
-            text=_json_dumps({"error": f"'data' is not valid JSON: {exc.msg} at position {exc.pos}", "status": 400}),
-            content_type="application/json",
-        ) from None
-    if not isinstance(parsed, dict):
-        raise web.HTTPBadRequest(
-            text=_json_dumps({"error": f"'data' must be a JSON object, got {type(parsed).__name__}", "status": 400}),
-            content_type="application/json",
-        )
-    return parsed
+        return decode_data(raw)
+    except BadInput as exc:
+        raise _bad_request(str(exc)) from None
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=_json_dumps({"error": message, "status": 400}), content_type="application/json")
 
 
 def _bind(method: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -242,5 +239,5 @@ def build_app(node: Node, *, max_body_bytes: int) -> web.Application:
     app.router.add_route("HEAD", "/", root)
     app.router.add_get("/history/by_task_id/{task_id}", task_history)
     app.router.add_get("/history{tail:.*}", history)
-    app.router.add_static("/static", LUIGI_STATIC, show_index=False)
+    app.router.add_get("/static/{path:.*}", static_handler())
     return app

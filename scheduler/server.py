@@ -18,6 +18,7 @@ from lease import create_engine as create_db_engine
 from scheduler.config import NodeConfig
 from scheduler.core import Scheduler, SchedulerSettings
 from scheduler.http import build_app
+from scheduler.http_errors import JsonErrorRunner
 from scheduler.logs import configure_logging
 from scheduler.metrics import NodeMetrics
 from scheduler.node import Node
@@ -96,7 +97,7 @@ async def serve(config: NodeConfig) -> None:
     store = await asyncio.to_thread(open_store, config)
     node = build_node(config, store, log)
     app = build_app(node, max_body_bytes=config.max_body_bytes)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = JsonErrorRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
     try:
