@@ -82,7 +82,7 @@ def test_an_unknown_form_charset_is_a_400_naming_it(node: str) -> None:
     (b"GET /status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", "8190 bytes"),
     (b"POST /api/ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
     (b"GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
-    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n", "method"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n", "HTTPS traffic"),
 ], ids=["url-over-8k", "header-over-8k", "bad-chunking", "bad-content-length", "tls-hello-on-http"])
 def test_the_http_parsers_own_errors_are_json(node: str, request_bytes: bytes, names: str) -> None:
     status, headers, body = raw_exchange(node, request_bytes)
