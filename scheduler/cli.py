@@ -9,6 +9,7 @@
 ``run``         run one pipeline (what a systemd timer calls); exit 0 only when it succeeded
 ``drill``       a failover drill against a live cluster, with a probe pipeline and real workers
 ``is-leader``   exit 0 if the node answers /leader with 200 (systemd ExecCondition)
+``auth``        ``add-user``: add a user and role to the users file (``[auth] users_file``)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _add_config_flags(p: argparse.ArgumentParser, *, server: bool = False) -> No
     p.add_argument("--config", help="INI file (luigid.cfg style); also $LUIGI_HA_CONFIG")
     p.add_argument("--db", dest="db_url", help="database URL, overrides [database] connection")
     if server:
-        p.add_argument("--host", help="listen address (default 0.0.0.0)")
+        p.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 when [auth] is on)")
         p.add_argument("--port", type=int, help="listen port (default 8082)")
         p.add_argument("--node-id", help="this node's id in the lease (default: the host name)")
 
@@ -169,6 +170,18 @@ def _cmd_is_leader(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_auth(args: argparse.Namespace) -> int:
+    from scheduler.users import UsersFileError, add_user, read_password
+
+    try:
+        add_user(args.users_file, args.name, args.role, read_password(args.password_stdin))
+    except UsersFileError as exc:
+        print(f"luigi-ha auth: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"luigi-ha auth: {args.name} ({args.role}) written to {args.users_file}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="luigi-ha", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -244,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the progress line on stderr (default: when stderr is a terminal)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_drill)
+
+    p = sub.add_parser("auth", help="manage the users who may call the scheduler")
+    auth_sub = p.add_subparsers(dest="auth_command", required=True)
+    p = auth_sub.add_parser("add-user", help="add or replace a user (password from a prompt or --password-stdin)")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["viewer", "worker", "operator"])
+    p.add_argument("--users-file", required=True, help="the file [auth] users_file names")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.set_defaults(func=_cmd_auth)
 
     p = sub.add_parser("is-leader", help="exit 0 if the node answers /leader 200, 1 otherwise")
     p.add_argument("--url", default="http://127.0.0.1:8082")

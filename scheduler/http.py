@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import KeysView
+from collections.abc import KeysView, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from scheduler.static_files import static_handler
 
 NODE_KEY = web.AppKey("node", Node)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+AUTH_ON_KEY = web.AppKey("authentication", bool)
 RETRY_AFTER_SECONDS = "1"
 
 # Signatures are read once from the core; binding against them is how we reject a request whose
@@ -166,7 +167,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[NODE_KEY].status(), dumps=_json_dumps)
+    body = {**request.app[NODE_KEY].status(), "authentication": "on" if request.app[AUTH_ON_KEY] else "off"}
+    return web.json_response(body, dumps=_json_dumps)
 
 
 async def switchover(request: web.Request) -> web.Response:
@@ -223,10 +225,12 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(500, "internal error; see the node's log")
 
 
-def build_app(node: Node, *, max_body_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
+def build_app(node: Node, *, max_body_bytes: int, guards: Sequence[Any] = ()) -> web.Application:
+    """The node's routes; ``guards`` are middlewares (authentication, CSRF) run inside the JSON errors."""
+    app = web.Application(middlewares=[json_errors, *guards], client_max_size=max_body_bytes)
     app[NODE_KEY] = node
     app[MAX_BODY_KEY] = max_body_bytes
+    app[AUTH_ON_KEY] = bool(guards)
     app.router.add_route("GET", "/api/{method}", api)
     app.router.add_route("POST", "/api/{method}", api)
     for verb in ("GET", "HEAD", "OPTIONS"):

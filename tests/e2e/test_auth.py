@@ -1,0 +1,128 @@
+"""With ``[auth] users_file`` set, a node answers only users it knows, each within their role.
+
+A real node process with a users file of three users (one per role), Luigi's own ``luigi`` CLI
+with ``user:password@`` in ``--scheduler-url``, and requests shaped like a browser's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from scheduler.localcluster import LocalCluster
+from scheduler.users import add_user
+
+pytestmark = pytest.mark.e2e
+
+PASSWORDS = {"viewer": "v-secret-1", "worker": "w-secret-2", "operator": "o-secret-3"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    workdir: Path = tmp_path_factory.mktemp("auth")
+    users = workdir / "users"
+    for role, password in PASSWORDS.items():
+        add_user(users, f"{role}-user", role, password, rounds=4)
+    cluster = LocalCluster(workdir / "c", f"sqlite:///{workdir / 'state.db'}", size=1, lease_ttl=3,
+                           extra_config=f"[auth]\nusers_file = {users}\n\n[scheduler]\nretry_delay = 1\n")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def url(cluster: LocalCluster) -> str:
+    return cluster.nodes[0].url
+
+
+def as_(role: str) -> tuple[str, str]:
+    return (f"{role}-user", PASSWORDS[role])
+
+
+def rpc(url: str, method: str, args: dict | None = None, *, role: str | None = None,
+        **kwargs: object) -> requests.Response:
+    return requests.post(f"{url}/api/{method}", data={"data": json.dumps(args or {})},
+                         auth=as_(role) if role else None, timeout=10, **kwargs)
+
+
+@pytest.mark.parametrize("path", ["/status", "/metrics", "/api/task_list", "/", "/static/visualiser/index.html",
+                                  "/history/by_task_id/x"])
+def test_every_route_but_the_health_checks_asks_for_basic_credentials(url: str, path: str) -> None:
+    r = requests.get(url + path, timeout=10, allow_redirects=False)
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == 'Basic realm="luigi-ha"'
+    assert "authentication required" in r.json()["error"]
+
+
+def test_the_health_checks_stay_open_and_status_says_authentication_is_on(url: str) -> None:
+    assert requests.get(url + "/leader", timeout=10).status_code == 200
+    assert requests.get(url + "/healthz", timeout=10).status_code == 200
+    assert requests.get(url + "/status", auth=as_("viewer"), timeout=10).json()["authentication"] == "on"
+
+
+def test_a_wrong_password_is_a_401_counted_and_logged_with_the_address_never_the_password(
+    cluster: LocalCluster, url: str
+) -> None:
+    r = requests.get(url + "/status", auth=("operator-user", "guess-Xy7"), timeout=10)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == 'Basic realm="luigi-ha"'
+    assert requests.get(url + "/status", auth=("nobody", "guess-Zq8"), timeout=10).status_code == 401
+    metrics = requests.get(url + "/metrics", auth=as_("viewer"), timeout=10).text
+    assert 'luigi_ha_auth_failures_total{reason="wrong"}' in metrics
+    log = cluster.nodes[0].log_path.read_text()
+    failures = [json.loads(line) for line in log.splitlines() if '"login_failed"' in line]
+    assert {f["user"] for f in failures} >= {"operator-user", "nobody"}
+    assert all(f["remote"] == "127.0.0.1" for f in failures)
+    assert "guess-Xy7" not in log and "guess-Zq8" not in log
+    for password in PASSWORDS.values():
+        assert password not in log
+
+
+def test_a_viewer_reads_but_cannot_write_and_the_403_names_the_role_needed(url: str) -> None:
+    assert rpc(url, "task_list", {"status": "PENDING", "upstream_status": ""}, role="viewer").status_code == 200
+    r = rpc(url, "add_task", {"task_id": "V_1", "worker": "w"}, role="viewer")
+    assert r.status_code == 403
+    assert r.json()["required_role"] == "worker" and "worker" in r.json()["error"]
+
+
+def test_a_worker_schedules_tasks_but_admin_rpcs_and_switchover_need_an_operator(url: str) -> None:
+    assert rpc(url, "add_task", {"task_id": "W_1", "worker": "w"}, role="worker").status_code == 200
+    for method in ("mark_as_done", "forgive_failures", "pause"):
+        r = rpc(url, method, {"task_id": "W_1"} if method != "pause" else {}, role="worker")
+        assert r.status_code == 403 and r.json()["required_role"] == "operator", method
+    r = requests.post(url + "/switchover", auth=as_("worker"), timeout=10)
+    assert r.status_code == 403 and r.json()["required_role"] == "operator"
+
+
+def test_an_operator_may_do_everything(url: str) -> None:
+    assert rpc(url, "pause", role="operator").status_code == 200
+    assert rpc(url, "is_paused", role="viewer").json()["response"] == {"paused": True}
+    assert rpc(url, "unpause", role="operator").status_code == 200
+
+
+def test_no_state_change_from_another_sites_page(url: str) -> None:
+    # GET, the way an <img> or link would fire it: refused; the visualiser's own same-origin GET works.
+    r = requests.get(url + "/api/pause", params={"data": "{}"}, auth=as_("operator"), timeout=10)
+    assert r.status_code == 405 and "POST" in r.json()["error"]
+    r = requests.get(url + "/api/pause", params={"data": "{}"}, auth=as_("operator"), timeout=10,
+                     headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200
+    assert rpc(url, "unpause", role="operator", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert rpc(url, "unpause", role="operator", headers={"Origin": "https://evil.example"}).status_code == 403
+    host = url.removeprefix("http://")
+    assert rpc(url, "unpause", role="operator", headers={"Origin": f"http://{host}"}).status_code == 200
+    # Reads stay possible by GET for the visualiser.
+    assert requests.get(url + "/api/is_paused", auth=as_("viewer"), timeout=10).status_code == 200
+
+
+def test_unmodified_luigi_runs_a_pipeline_with_credentials_in_the_scheduler_url(url: str, luigi_runner) -> None:
+    host = url.removeprefix("http://")
+    ok = luigi_runner(f"http://worker-user:{PASSWORDS['worker']}@{host}").run(
+        "Top", "--width", "2", "--fan", "2", "--workers", "2")
+    assert ok.returncode == 0, ok.output
+    assert len(ok.runs) == 7
+    assert PASSWORDS["worker"] not in ok.output
+
