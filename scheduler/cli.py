@@ -25,6 +25,7 @@ from typing import Any
 import requests
 
 from scheduler.config import ConfigError, load_config
+from scheduler.credentials import Auth, CredentialsError, resolve
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
@@ -76,8 +77,15 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def _get(url: str, path: str, timeout: float = 3.0) -> requests.Response:
-    return requests.get(url.rstrip("/") + path, timeout=timeout)
+def _add_credential_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", default=None,
+                   help="HTTP Basic user (also user:password@ in the URL, $LUIGI_HA_USER, or ~/.netrc)")
+    p.add_argument("--password-file", default=None,
+                   help="file holding --user's password (also $LUIGI_HA_PASSWORD_FILE or $LUIGI_HA_PASSWORD)")
+
+
+def _get(url: str, path: str, timeout: float = 3.0, auth: Auth | None = None) -> requests.Response:
+    return requests.get(url.rstrip("/") + path, timeout=timeout, auth=auth)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -85,7 +93,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     failed = False
     for url in args.url:
         try:
-            rows.append({"url": url, **_get(url, "/status").json()})
+            response = _get(url, "/status", auth=args.auth)
+            if response.status_code in (401, 403):
+                rows.append({"url": url, "error": response.json().get("error")})
+                failed = True
+                continue
+            rows.append({"url": url, **response.json()})
         except (requests.RequestException, ValueError) as exc:
             rows.append({"url": url, "error": str(exc)})
             failed = True
@@ -112,12 +125,15 @@ def _cmd_switchover(args: argparse.Namespace) -> int:
     released_by = None
     for url in urls:
         try:
-            r = requests.post(url.rstrip("/") + "/switchover", timeout=5)
+            r = requests.post(url.rstrip("/") + "/switchover", timeout=5, auth=args.auth)
         except requests.RequestException:
             continue
         if r.status_code == 200:
             released_by = r.json()["node_id"]
             break
+        if r.status_code in (401, 403):
+            print(f"luigi-ha switchover: {url}: {r.json().get('error')}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
     if released_by is None:
         print("luigi-ha switchover: no node accepted the switchover (is any node the leader?)", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -199,11 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show node status")
     p.add_argument("--url", action="append", default=None, help="node or VIP URL (repeatable)")
     p.add_argument("--json", action="store_true")
+    _add_credential_flags(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("switchover", help="planned handover to a standby")
     p.add_argument("--url", action="append", default=None, help="node URLs (repeatable) or the VIP")
     p.add_argument("--timeout", type=float, default=30.0)
+    _add_credential_flags(p)
     p.set_defaults(func=_cmd_switchover)
 
     p = sub.add_parser("demo", help="local cluster on SQLite + the example daily pipeline + a failover")
@@ -256,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="the progress line on stderr (default: when stderr is a terminal)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_credential_flags(p)
     p.set_defaults(func=_cmd_drill)
 
     p = sub.add_parser("auth", help="manage the users who may call the scheduler")
@@ -279,6 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "url", "absent") is None:
         args.url = ["http://localhost:8082"]
+    try:
+        if hasattr(args, "user") and hasattr(args, "url"):
+            # From here on URLs are printable: the credentials travel in args.auth only.
+            args.url, args.auth = resolve(args.url or [], user=args.user, password_file=args.password_file)
+            if getattr(args, "node_url", None):
+                args.node_url, node_auth = resolve(args.node_url, user=args.user, password_file=args.password_file)
+                args.auth = args.auth or node_auth
+    except CredentialsError as exc:
+        print(f"luigi-ha: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

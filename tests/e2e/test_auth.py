@@ -7,6 +7,9 @@ with ``user:password@`` in ``--scheduler-url``, and requests shaped like a brows
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,16 +30,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     users = workdir / "users"
     for role, password in PASSWORDS.items():
         add_user(users, f"{role}-user", role, password, rounds=4)
-    cluster = LocalCluster(workdir / "c", f"sqlite:///{workdir / 'state.db'}", size=1, lease_ttl=3,
+    cluster = LocalCluster(workdir / "c", f"sqlite:///{workdir / 'state.db'}", size=2, lease_ttl=3,
                            extra_config=f"[auth]\nusers_file = {users}\n\n[scheduler]\nretry_delay = 1\n")
     cluster.start()
     yield cluster
     cluster.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def url(cluster: LocalCluster) -> str:
-    return cluster.nodes[0].url
+    """The leader's URL (a switchover test moves the lease)."""
+    return cluster.wait_for_leader(timeout=30).url
 
 
 def as_(role: str) -> tuple[str, str]:
@@ -67,12 +71,13 @@ def test_the_health_checks_stay_open_and_status_says_authentication_is_on(url: s
 def test_a_wrong_password_is_a_401_counted_and_logged_with_the_address_never_the_password(
     cluster: LocalCluster, url: str
 ) -> None:
+    node = next(n for n in cluster.nodes if n.url == url)
     r = requests.get(url + "/status", auth=("operator-user", "guess-Xy7"), timeout=10)
     assert r.status_code == 401 and r.headers["WWW-Authenticate"] == 'Basic realm="luigi-ha"'
     assert requests.get(url + "/status", auth=("nobody", "guess-Zq8"), timeout=10).status_code == 401
     metrics = requests.get(url + "/metrics", auth=as_("viewer"), timeout=10).text
     assert 'luigi_ha_auth_failures_total{reason="wrong"}' in metrics
-    log = cluster.nodes[0].log_path.read_text()
+    log = node.log_path.read_text()
     failures = [json.loads(line) for line in log.splitlines() if '"login_failed"' in line]
     assert {f["user"] for f in failures} >= {"operator-user", "nobody"}
     assert all(f["remote"] == "127.0.0.1" for f in failures)
@@ -126,3 +131,67 @@ def test_unmodified_luigi_runs_a_pipeline_with_credentials_in_the_scheduler_url(
     assert len(ok.runs) == 7
     assert PASSWORDS["worker"] not in ok.output
 
+
+
+# -- luigi-ha's own clients --------------------------------------------------------------------
+
+
+def luigi_ha(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def with_user(url: str, role: str) -> str:
+    return url.replace("http://", f"http://{role}-user:{PASSWORDS[role]}@")
+
+
+def test_status_takes_credentials_from_the_url_the_environment_or_netrc_and_never_prints_them(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    urls = cluster.urls
+    by_url = luigi_ha("status", "--json", *[a for u in urls for a in ("--url", with_user(u, "viewer"))])
+    assert by_url.returncode == 0, by_url.stderr
+    assert sorted(row["role"] for row in json.loads(by_url.stdout)) == ["leader", "standby"]
+    assert PASSWORDS["viewer"] not in by_url.stdout + by_url.stderr
+
+    by_env = luigi_ha("status", "--url", urls[0], env={"LUIGI_HA_USER": "viewer-user",
+                                                        "LUIGI_HA_PASSWORD": PASSWORDS["viewer"]})
+    assert by_env.returncode == 0 and "role=" in by_env.stdout
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login viewer-user password {PASSWORDS['viewer']}\n")
+    netrc.chmod(0o600)
+    assert luigi_ha("status", "--url", urls[0], env={"NETRC": str(netrc)}).returncode == 0
+
+    wrong = luigi_ha("status", "--url", urls[0].replace("http://", "http://viewer-user:nope-9@"))
+    assert wrong.returncode != 0 and "authentication required" in wrong.stdout
+    assert "nope-9" not in wrong.stdout + wrong.stderr
+
+
+def test_switchover_needs_an_operator_and_takes_a_password_file(cluster: LocalCluster, tmp_path: Path) -> None:
+    secret = tmp_path / "operator.pw"
+    secret.write_text(PASSWORDS["operator"] + "\n")
+    urls = [a for u in cluster.urls for a in ("--url", u)]
+    refused = luigi_ha("switchover", *urls, env={"LUIGI_HA_USER": "worker-user",
+                                                 "LUIGI_HA_PASSWORD": PASSWORDS["worker"]})
+    assert refused.returncode != 0 and "needs the role operator" in refused.stderr
+
+    before = cluster.wait_for_leader().node_id
+    done = luigi_ha("switchover", *urls, "--user", "operator-user", "--password-file", str(secret))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["released_by"] == before
+    assert PASSWORDS["operator"] not in done.stdout + done.stderr
+
+
+def test_luigi_ha_run_schedules_a_pipeline_with_credentials_from_flags(url: str, luigi_runner, tmp_path: Path) -> None:
+    secret = tmp_path / "worker.pw"
+    secret.write_text(PASSWORDS["worker"])
+    runner = luigi_runner(url)
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "run", "--scheduler-url", url, "--user", "worker-user",
+         "--password-file", str(secret), "--module", "pipelines", "--workers", "1", "Leaf", "--n", "7771"],
+        capture_output=True, text=True, timeout=120, env=runner.env(),
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert [family for family, *_ in runner.read_runs()] == ["Leaf"]
+    assert PASSWORDS["worker"] not in result.stdout + result.stderr
