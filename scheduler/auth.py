@@ -10,7 +10,8 @@ Roles, each with the rights of the one before:
 learn nothing from them but a role and reachability.
 
 Luigi's client sends the user and password of its scheduler URL as HTTP Basic on every RPC, so a
-worker pays for bcrypt once: a verified ``Authorization`` header is cached, keyed by a keyed
+worker pays for bcrypt once (concurrent first requests wait for one check): a verified
+``Authorization`` header is cached, keyed by a keyed
 hash (HMAC with a per-process random key) of the header, so neither the password nor an
 unkeyed fast hash of it is kept in memory. A wrong one is cached for a short while too, so a
 worker retrying with a stale password does not cost a bcrypt per retry either.
@@ -132,6 +133,7 @@ class Authenticator:
         self._key = os.urandom(32)
         self._cache: OrderedDict[bytes, tuple[User | None, float]] = OrderedDict()
         self._throttle = _Throttle()
+        self._verifying: dict[bytes, asyncio.Future[User | None]] = {}
         self._bcrypt_slots = asyncio.Semaphore(2)
         # Checked against when the name is unknown, so an unknown name takes as long as a wrong password.
         self._dummy = User("", "viewer", bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(12)))
@@ -167,6 +169,20 @@ class Authenticator:
             if cached[0] is None:
                 self.failures.labels(reason="wrong").inc()  # logged when it was verified
             return cached[0]
+        pending = self._verifying.get(key)
+        if pending is not None:  # the same credentials arrived on several connections at once
+            return await asyncio.shield(pending)
+        task = asyncio.ensure_future(self._verify(request, header, key, now))
+        self._verifying[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._verifying.pop(key, None)
+            else:
+                task.add_done_callback(lambda _: self._verifying.pop(key, None))
+
+    async def _verify(self, request: web.Request, header: str, key: bytes, now: float) -> User | None:
         name, password = _parse_basic(header)
         if name is None:
             self._refused(request, "", "malformed")

@@ -128,3 +128,38 @@ def test_without_auth_the_node_listens_on_loopback_unless_a_host_is_given(tmp_pa
     on = load_config(cfg, environ={})
     assert on.host == "0.0.0.0" and on.users_file == str(users)
     assert on.describe()["authentication"] == "on"
+
+
+def test_bcrypt_runs_once_for_credentials_however_many_requests_bring_them_at_once(monkeypatch) -> None:
+    import asyncio
+    import base64
+
+    import bcrypt
+    from aiohttp.test_utils import make_mocked_request
+
+    from scheduler.auth import Authenticator
+
+    checks: list[str] = []
+    real = User.verify
+
+    def counting(self: User, password: str) -> bool:
+        checks.append(password)
+        return real(self, password)
+
+    monkeypatch.setattr(User, "verify", counting)
+    user = User("w", "worker", bcrypt.hashpw(b"right", bcrypt.gensalt(4)))
+
+    def request(password: str):
+        token = base64.b64encode(f"w:{password}".encode()).decode()
+        return make_mocked_request("POST", "/api/get_work", headers={"Authorization": f"Basic {token}"})
+
+    async def main() -> list[User | None]:
+        auth = Authenticator({"w": user})
+        first = await asyncio.gather(*(auth.authenticate(request("right")) for _ in range(20)))
+        again = [await auth.authenticate(request("right")) for _ in range(20)]
+        wrong = [await auth.authenticate(request("wrong")) for _ in range(5)]
+        return [*first, *again, *wrong]
+
+    results = asyncio.run(main())
+    assert results[:40] == [user] * 40 and results[40:] == [None] * 5
+    assert checks == ["right", "wrong"], "one bcrypt per distinct credentials, wrong ones cached too"
