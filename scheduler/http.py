@@ -9,7 +9,7 @@ against the RPC's signature, hands the call to the node and wraps the answer as
 * this node is not the leader (or just lost the lease) -> 503 with ``Retry-After`` and the
   leader's id: Luigi's client retries any status >= 400, and a 503 means "not applied".
 
-Routes: ``/api/<method>``, ``/leader``, ``/healthz``, ``/status``, ``/switchover`` (POST),
+Routes: ``/api/<method>``, ``/leader``, ``/healthz``, ``/status``, ``/switchover`` (POST), ``/audit``,
 ``/metrics``, ``/`` (redirect to the visualiser), ``/static/...`` (Luigi's own visualiser files,
 served from the installed ``luigi`` package).
 """
@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from scheduler import audit
 from scheduler.core import RPC_METHODS, Scheduler
 from scheduler.http_input import BadInput, decode_data
 from scheduler.node import Node, NotLeader, RequestFailed
@@ -129,7 +130,7 @@ async def api(request: web.Request) -> web.StreamResponse:
     code = 200
     try:
         arguments = _bind(method, await _read_arguments(request))
-        result = await node.call(method, arguments)
+        result = await node.call(method, arguments, audit=audit.record(request, method, arguments))
         return web.Response(text=_json_dumps({"response": result}), content_type="application/json")
     except web.HTTPException as exc:
         code = exc.status
@@ -173,7 +174,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def switchover(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    if not await node.switchover():
+    if not await node.switchover(audit=audit.record(request, "switchover", {})):
         return json_error(409, "this node is not the leader; send the switchover to the leader",
                           leader=node.leader_hint())
     return web.json_response({"released": True, "node_id": node.node_id})
@@ -202,6 +203,10 @@ async def task_history(request: web.Request) -> web.Response:
         return json_error(400, "limit must be an integer")
     events = await request.app[NODE_KEY].task_events(task_id, max(1, min(limit, 10_000)))
     return web.json_response({"task_id": task_id, "events": events})
+
+
+async def audit_trail(request: web.Request) -> web.Response:
+    return await audit.audit_trail(request, request.app[NODE_KEY])
 
 
 async def history(request: web.Request) -> web.Response:
@@ -238,6 +243,7 @@ def build_app(node: Node, *, max_body_bytes: int, guards: Sequence[Any] = ()) ->
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_post("/switchover", switchover)
+    app.router.add_get("/audit", audit_trail)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("GET", "/", root)
     app.router.add_route("HEAD", "/", root)

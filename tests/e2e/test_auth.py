@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,3 +196,35 @@ def test_luigi_ha_run_schedules_a_pipeline_with_credentials_from_flags(url: str,
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert [family for family, *_ in runner.read_runs()] == ["Leaf"]
     assert PASSWORDS["worker"] not in result.stdout + result.stderr
+
+
+# -- the audit trail ---------------------------------------------------------------------------
+
+
+def test_admin_actions_and_switchovers_are_in_the_audit_trail_for_operators_only(cluster: LocalCluster) -> None:
+    url = cluster.wait_for_leader().url
+    assert rpc(url, "add_task", {"task_id": "A_1", "worker": "w"}, role="worker").status_code == 200
+    assert rpc(url, "mark_as_done", {"task_id": "A_1"}, role="operator").status_code == 200
+    assert rpc(url, "task_list", {"status": "DONE", "upstream_status": ""}, role="viewer").status_code == 200
+
+    assert requests.get(url + "/audit", auth=as_("viewer"), timeout=10).status_code == 403
+    standby = next(n.url for n in cluster.nodes if n.url != url)
+    records = requests.get(standby + "/audit", auth=as_("operator"), timeout=10).json()["records"]
+
+    newest = records[0]
+    assert newest["action"] == "mark_as_done" and newest["arguments"] == {"task_id": "A_1"}
+    assert (newest["user"], newest["role"], newest["remote"]) == ("operator-user", "operator", "127.0.0.1")
+    assert newest["epoch"] >= 1 and abs(newest["at"] - time.time()) < 60
+    actions = [r["action"] for r in records]
+    assert "switchover" in actions and "pause" in actions and "unpause" in actions
+    assert "add_task" not in actions and "task_list" not in actions, "only admin actions are recorded"
+
+
+@pytest.mark.postgres
+def test_the_audit_record_commits_with_the_change_on_postgresql_also_without_auth(pg_url, make_cluster) -> None:
+    url = make_cluster(pg_url).nodes[0].url
+    assert rpc(url, "add_task", {"task_id": "P_1", "worker": "w", "status": "FAILED"}).status_code == 200
+    assert rpc(url, "forgive_failures", {"task_id": "P_1"}).status_code == 200
+    records = requests.get(url + "/audit", timeout=10).json()["records"]
+    assert [(r["action"], r["user"], r["arguments"]) for r in records] == [
+        ("forgive_failures", None, {"task_id": "P_1"})]
