@@ -228,3 +228,16 @@ def test_the_audit_record_commits_with_the_change_on_postgresql_also_without_aut
     records = requests.get(url + "/audit", timeout=10).json()["records"]
     assert [(r["action"], r["user"], r["arguments"]) for r in records] == [
         ("forgive_failures", None, {"task_id": "P_1"})]
+
+
+def test_a_drill_runs_with_credentials_and_keeps_them_off_every_command_line(cluster: LocalCluster,
+                                                                            tmp_path: Path) -> None:
+    urls = [with_user(u, "operator") for u in cluster.urls]
+    result = luigi_ha("drill", "--url", urls[0], "--url", urls[1], "--action", "switchover", "--tasks", "10",
+                      "--workers", "2", "--task-seconds", "0.05", "--json", "--workdir", str(tmp_path), "--keep",
+                      timeout=180)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert report["pipeline_completed"] and report["tasks_lost"] == 0 and report["tasks_run_twice"] == 0
+    seen = result.stdout + result.stderr + "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.log"))
+    assert PASSWORDS["operator"] not in seen
