@@ -6,6 +6,7 @@ with ``user:password@`` in ``--scheduler-url``, and requests shaped like a brows
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scheduler.localcluster import LocalCluster
 from scheduler.users import add_user
@@ -241,3 +244,17 @@ def test_a_drill_runs_with_credentials_and_keeps_them_off_every_command_line(clu
     assert report["pipeline_completed"] and report["tasks_lost"] == 0 and report["tasks_run_twice"] == 0
     seen = result.stdout + result.stderr + "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.log"))
     assert PASSWORDS["operator"] not in seen
+
+
+@settings(max_examples=40, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.one_of(
+    st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=60).map(str.strip),
+    st.binary(max_size=40).filter(lambda b: b":" not in b).map(lambda b: "Basic " + base64.b64encode(b).decode()),
+    st.sampled_from(["Basic", "Basic ", "Basic ====", "Bearer x", "basic Og==", "Basic " + "A" * 8000]),
+))
+def test_no_authorization_header_gets_a_server_error_or_a_body_that_is_not_json(url: str, header: str) -> None:
+    r = requests.get(url + "/api/task_list", headers={"Authorization": header}, timeout=10)
+    assert r.status_code in (400, 401), r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    json.loads(r.text)
