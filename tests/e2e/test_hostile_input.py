@@ -20,16 +20,21 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     workdir: Path = tmp_path_factory.mktemp("hostile")
     cluster = LocalCluster(workdir, f"sqlite:///{workdir / 'state.db'}", size=1, lease_ttl=3)
     cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def node(cluster: LocalCluster) -> Iterator[str]:
     url = cluster.nodes[0].url
     seeded = requests.post(f"{url}/api/add_task", timeout=5,
                            data={"data": json.dumps({"task_id": "Seed_1", "worker": "w", "family": "Seed"})})
     assert seeded.status_code == 200
     yield url
-    cluster.stop()
 
 
 def assert_json_error(response: requests.Response, status: int, names: str) -> None:
@@ -105,3 +110,12 @@ def test_after_all_of_it_the_node_serves_and_has_its_task(node: str) -> None:
                           params={"data": json.dumps({"status": "PENDING", "upstream_status": ""})}).json()
     assert "Seed_1" in listed["response"]
     assert requests.get(f"{node}/metrics", timeout=5).status_code == 200
+
+
+def test_without_auth_the_node_warns_at_start_and_status_says_authentication_is_off(
+    cluster: LocalCluster, node: str
+) -> None:
+    assert requests.get(f"{node}/status", timeout=5).json()["authentication"] == "off"
+    start = [json.loads(line) for line in cluster.nodes[0].log_path.read_text().splitlines()
+             if '"authentication_off"' in line]
+    assert start and start[0]["level"] == "warning" and start[0]["listen"].startswith("127.0.0.1:")
