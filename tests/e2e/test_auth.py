@@ -258,3 +258,18 @@ def test_no_authorization_header_gets_a_server_error_or_a_body_that_is_not_json(
     assert r.status_code in (400, 401), r.text
     assert r.headers["Content-Type"].startswith("application/json")
     json.loads(r.text)
+
+
+def test_each_role_reaches_exactly_the_rpcs_the_table_gives_it(url: str) -> None:
+    from scheduler.auth import ROLE_FOR_ACCESS, RPC_ACCESS, has_role
+    from scheduler.core import RPC_METHODS
+    from scheduler.users import User
+
+    for role in ("viewer", "worker"):
+        for method in sorted(RPC_METHODS):
+            needed = ROLE_FOR_ACCESS[RPC_ACCESS[method]]
+            r = rpc(url, method, {}, role=role)
+            if has_role(User("", role, b""), needed):
+                assert r.status_code not in (401, 403), (role, method, r.text)
+            else:
+                assert r.status_code == 403 and r.json()["required_role"] == needed, (role, method, r.text)
