@@ -6,6 +6,7 @@ on 127.0.0.1 only. Callers wrap their runs in ``try/finally`` and call ``Procs.s
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -107,18 +108,33 @@ def start_luigid(procs: Procs, workdir: Path) -> tuple[str, subprocess.Popen[byt
     return url, proc
 
 
-def start_ha_node(procs: Procs, workdir: Path, db_url: str, node_id: str = "bench-a",
+BENCH_USER = ("bench-worker", "bench-password")
+
+
+def start_ha_node(procs: Procs, workdir: Path, db_url: str, node_id: str = "bench-a", *, auth: bool = False,
                   ) -> tuple[str, subprocess.Popen[bytes]]:
-    """One luigi-ha node (``python -m scheduler.cli scheduler``) on ``db_url``; returns once it leads."""
+    """One luigi-ha node (``python -m scheduler.cli scheduler``) on ``db_url``; returns once it leads.
+
+    With ``auth`` the node has ``[auth]`` on with one worker user (:data:`BENCH_USER`, bcrypt's
+    default cost) and the URL returned carries its credentials, as a Luigi worker's would.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [sys.executable, "-m", "scheduler.cli", "scheduler", "--db", db_url, "--host", "127.0.0.1",
             "--port", str(port), "--node-id", node_id]
+    if auth:
+        from scheduler.users import add_user
+
+        add_user(workdir / "users", BENCH_USER[0], "worker", BENCH_USER[1])
+        (workdir / "node.cfg").write_text(f"[auth]\nusers_file = {workdir / 'users'}\n")
+        argv += ["--config", str(workdir / "node.cfg")]
     log = workdir / f"{node_id}.log"
     env = clean_env(workdir, PYTHONPATH=str(REPO))
     proc = procs.start(argv, cwd=REPO, env=env, log=log)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/leader", ok=(200,), proc=proc, log=log)
+    if auth:
+        url = f"http://{BENCH_USER[0]}:{BENCH_USER[1]}@127.0.0.1:{port}"
     return url, proc
 
 
@@ -152,6 +168,9 @@ class LeanClient:
         parts = urllib.parse.urlsplit(url)
         self.host, self.port, self.timeout = parts.hostname or "127.0.0.1", parts.port or 80, timeout
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        if parts.username is not None:  # HTTP Basic, as luigi.rpc sends the URL's user:password@
+            token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+            self.HEADERS = {**self.HEADERS, "Authorization": f"Basic {token}"}
 
     def rpc(self, method: str, payload: dict[str, Any]) -> Any:
         body = form_body(payload)

@@ -427,7 +427,7 @@ def measure(scheduler: str, url: str, pid: int, dag: list[dict[str, Any]], worke
         run.register_seconds = register(url, client_kind, reg_id, dag, register_clients)
         client.rpc("add_worker", {"worker": reg_id, "info": [*reg_info, ["first_task", dag[0]["task_id"]]]})
         log(f"{scheduler} N={n}: {run.add_task_per_s:,.0f} add_task/s; draining with {workers} workers")
-        before = node_counters(url) if scheduler == "luigi-ha" else {}
+        before = node_counters(url) if scheduler.startswith("luigi-ha") else {}
         cpu_before = cpu_seconds(pid)
 
         ctx = mp.get_context("spawn")
@@ -483,6 +483,9 @@ def main() -> int:
                     help="HTTP client of every simulated worker: curl = libcurl keep-alive (default), "
                          "lean = http.client keep-alive, requests = what luigi's RemoteScheduler uses "
                          "(about 1 ms of client CPU per call here)")
+    ap.add_argument("--auth", action="store_true",
+                    help="also run luigi-ha with [auth] on (scheduler luigi-ha+auth; workers send HTTP Basic) "
+                         "beside luigi-ha in every round, and print the ratio")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every (scheduler, N) this many times, alternating which scheduler goes first; "
                          "with more than one, the figures to quote and the targets are the medians over the "
@@ -498,6 +501,10 @@ def main() -> int:
     unknown = set(schedulers) - {"luigid", "luigi-ha"}
     if unknown:
         ap.error(f"unknown scheduler(s): {', '.join(sorted(unknown))}")
+    if args.auth:
+        if "luigi-ha" not in schedulers:
+            ap.error("--auth compares with luigi-ha: keep luigi-ha in --schedulers")
+        schedulers.insert(schedulers.index("luigi-ha") + 1, "luigi-ha+auth")
 
     from tests.support.dbservers import PostgresServer
 
@@ -526,8 +533,9 @@ def main() -> int:
                         url, proc = start_luigid(procs, where)
                     else:
                         assert pg is not None
-                        db_url = pg.create_database(f"throughput_{n}_round{round_no}")
-                        url, proc = start_ha_node(procs, where, db_url)
+                        auth = scheduler == "luigi-ha+auth"
+                        db_url = pg.create_database(f"throughput_{n}_round{round_no}{'_auth' if auth else ''}")
+                        url, proc = start_ha_node(procs, where, db_url, auth=auth)
                     try:
                         runs.append(measure(scheduler, url, proc.pid, dags[n], args.workers, args.drain_budget,
                                             args.client, args.register_clients, round_no))
@@ -582,6 +590,18 @@ def main() -> int:
         print("ratios luigi-ha / luigid" + (" of the medians" if rounds else "")
               + " (throughput: higher is better for luigi-ha; latency: lower is better)")
         print(table(["N", "add_task/s", "tasks/s drain", "get_work p50", "get_work p99"], ratio_rows))
+    auth_rows = []
+    for n in sizes:
+        off, on = by.get(("luigi-ha", n)), by.get(("luigi-ha+auth", n))
+        if off is not None and on is not None:
+            slower = 1 - ratio(on.tasks_per_s, off.tasks_per_s)
+            auth_rows.append([fmt(n), fmt(off.tasks_per_s, 1), fmt(on.tasks_per_s, 1), f"{slower:+.1%}",
+                              "met" if slower <= 0.05 else "MISSED"])
+    if auth_rows:
+        print()
+        print("authentication on vs off" + (" (medians)" if rounds else "")
+              + ": drain tasks/s, target at most 5% slower")
+        print(table(["N", "auth off", "auth on", "slower by", "target"], auth_rows))
     targets = [[fmt(m.n), *(_judge(m, figure, ok, text) for figure, ok, text in TARGETS)]
                for m in summaries if m.scheduler == "luigi-ha"]
     if targets:

@@ -9,6 +9,7 @@
 ``run``         run one pipeline (what a systemd timer calls); exit 0 only when it succeeded
 ``drill``       a failover drill against a live cluster, with a probe pipeline and real workers
 ``is-leader``   exit 0 if the node answers /leader with 200 (systemd ExecCondition)
+``auth``        ``add-user``: add a user and role to the users file (``[auth] users_file``)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import requests
 
 from scheduler.config import ConfigError, load_config
+from scheduler.credentials import Auth, CredentialsError, resolve
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
@@ -33,7 +35,7 @@ def _add_config_flags(p: argparse.ArgumentParser, *, server: bool = False) -> No
     p.add_argument("--config", help="INI file (luigid.cfg style); also $LUIGI_HA_CONFIG")
     p.add_argument("--db", dest="db_url", help="database URL, overrides [database] connection")
     if server:
-        p.add_argument("--host", help="listen address (default 0.0.0.0)")
+        p.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 when [auth] is on)")
         p.add_argument("--port", type=int, help="listen port (default 8082)")
         p.add_argument("--node-id", help="this node's id in the lease (default: the host name)")
 
@@ -75,8 +77,15 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def _get(url: str, path: str, timeout: float = 3.0) -> requests.Response:
-    return requests.get(url.rstrip("/") + path, timeout=timeout)
+def _add_credential_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", default=None,
+                   help="HTTP Basic user (also user:password@ in the URL, $LUIGI_HA_USER, or ~/.netrc)")
+    p.add_argument("--password-file", default=None,
+                   help="file holding --user's password (also $LUIGI_HA_PASSWORD_FILE or $LUIGI_HA_PASSWORD)")
+
+
+def _get(url: str, path: str, timeout: float = 3.0, auth: Auth | None = None) -> requests.Response:
+    return requests.get(url.rstrip("/") + path, timeout=timeout, auth=auth)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -84,7 +93,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     failed = False
     for url in args.url:
         try:
-            rows.append({"url": url, **_get(url, "/status").json()})
+            response = _get(url, "/status", auth=args.auth)
+            if response.status_code in (401, 403):
+                rows.append({"url": url, "error": response.json().get("error")})
+                failed = True
+                continue
+            rows.append({"url": url, **response.json()})
         except (requests.RequestException, ValueError) as exc:
             rows.append({"url": url, "error": str(exc)})
             failed = True
@@ -111,12 +125,15 @@ def _cmd_switchover(args: argparse.Namespace) -> int:
     released_by = None
     for url in urls:
         try:
-            r = requests.post(url.rstrip("/") + "/switchover", timeout=5)
+            r = requests.post(url.rstrip("/") + "/switchover", timeout=5, auth=args.auth)
         except requests.RequestException:
             continue
         if r.status_code == 200:
             released_by = r.json()["node_id"]
             break
+        if r.status_code in (401, 403):
+            print(f"luigi-ha switchover: {url}: {r.json().get('error')}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
     if released_by is None:
         print("luigi-ha switchover: no node accepted the switchover (is any node the leader?)", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -169,6 +186,18 @@ def _cmd_is_leader(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_auth(args: argparse.Namespace) -> int:
+    from scheduler.users import UsersFileError, add_user, read_password
+
+    try:
+        add_user(args.users_file, args.name, args.role, read_password(args.password_stdin))
+    except UsersFileError as exc:
+        print(f"luigi-ha auth: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"luigi-ha auth: {args.name} ({args.role}) written to {args.users_file}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="luigi-ha", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,11 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show node status")
     p.add_argument("--url", action="append", default=None, help="node or VIP URL (repeatable)")
     p.add_argument("--json", action="store_true")
+    _add_credential_flags(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("switchover", help="planned handover to a standby")
     p.add_argument("--url", action="append", default=None, help="node URLs (repeatable) or the VIP")
     p.add_argument("--timeout", type=float, default=30.0)
+    _add_credential_flags(p)
     p.set_defaults(func=_cmd_switchover)
 
     p = sub.add_parser("demo", help="local cluster on SQLite + the example daily pipeline + a failover")
@@ -243,7 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="the progress line on stderr (default: when stderr is a terminal)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_credential_flags(p)
     p.set_defaults(func=_cmd_drill)
+
+    p = sub.add_parser("auth", help="manage the users who may call the scheduler")
+    auth_sub = p.add_subparsers(dest="auth_command", required=True)
+    p = auth_sub.add_parser("add-user", help="add or replace a user (password from a prompt or --password-stdin)")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["viewer", "worker", "operator"])
+    p.add_argument("--users-file", required=True, help="the file [auth] users_file names")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.set_defaults(func=_cmd_auth)
 
     p = sub.add_parser("is-leader", help="exit 0 if the node answers /leader 200, 1 otherwise")
     p.add_argument("--url", default="http://127.0.0.1:8082")
@@ -257,6 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "url", "absent") is None:
         args.url = ["http://localhost:8082"]
+    try:
+        if hasattr(args, "user") and hasattr(args, "url"):
+            # From here on URLs are printable: the credentials travel in args.auth only.
+            args.url, args.auth = resolve(args.url or [], user=args.user, password_file=args.password_file)
+            if getattr(args, "node_url", None):
+                args.node_url, node_auth = resolve(args.node_url, user=args.user, password_file=args.password_file)
+                args.auth = args.auth or node_auth
+    except CredentialsError as exc:
+        print(f"luigi-ha: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

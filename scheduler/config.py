@@ -10,6 +10,10 @@ its own:
                 ``advertise_url``.
 ``[ha]``        ``lease_ttl``, ``renew_interval``, ``renew_deadline``.
 ``[logging]``   ``level``, ``format`` (``json`` or ``console``).
+``[auth]``      ``users_file`` (written by ``luigi-ha auth add-user``): set, every route but
+                ``/leader`` and ``/healthz`` needs HTTP Basic credentials (scheduler/auth.py).
+                Unset, the node listens on 127.0.0.1 unless ``[server] host`` says otherwise.
+``[server]``    ``tls_cert``, ``tls_key``: PEM files; set, the node serves HTTPS.
 
 Precedence, lowest first: built-in defaults < config file < ``LUIGI_HA_<SECTION>_<KEY>``
 environment variables < command-line flags. ``LUIGI_HA_DB_URL`` is accepted as a short alias of
@@ -31,7 +35,7 @@ DEFAULT_DB_URL = "sqlite:///luigi-ha.db"
 DEFAULT_PORT = 8082
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 
-_LUIGI_HA_SECTIONS = ("database", "server", "ha", "logging")
+_LUIGI_HA_SECTIONS = ("database", "server", "ha", "logging", "auth")
 
 
 class ConfigError(ValueError):
@@ -44,7 +48,7 @@ class NodeConfig:
 
     db_url: str = DEFAULT_DB_URL
     auto_upgrade: bool = True
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     node_id: str = field(default_factory=socket.gethostname)
     advertise_url: str | None = None
@@ -56,6 +60,9 @@ class NodeConfig:
     log_level: str = "INFO"
     log_format: str = "json"
     lease_name: str = "scheduler"
+    users_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @property
     def public_url(self) -> str:
@@ -63,7 +70,7 @@ class NodeConfig:
         if self.advertise_url:
             return self.advertise_url
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
 
     def describe(self) -> dict[str, Any]:
         """A loggable view of the configuration: the database password is never included."""
@@ -77,6 +84,8 @@ class NodeConfig:
             "prune_interval": self.prune_interval,
             "scheduler": dict(self.scheduler),
             "resources": dict(self.resources),
+            "authentication": "on" if self.users_file else "off",
+            "tls": bool(self.tls_cert),
         }
 
 
@@ -166,7 +175,7 @@ def load_config(
     for section, values in _env_overrides(environ).items():
         sections[section].update(values)
 
-    db, server, ha, logging_ = (sections[s] for s in _LUIGI_HA_SECTIONS)
+    db, server, ha, logging_, auth = (sections[s] for s in _LUIGI_HA_SECTIONS)
     flag_map = {
         "db_url": (db, "connection"),
         "host": (server, "host"),
@@ -203,7 +212,8 @@ def load_config(
     kwargs: dict[str, Any] = {
         "db_url": db.get("connection", DEFAULT_DB_URL),
         "auto_upgrade": _as_bool("[database] auto_upgrade", db.get("auto_upgrade", "true")),
-        "host": server.get("host", "0.0.0.0"),
+        # Open to the network only when authentication is on or the operator names a host.
+        "host": server.get("host", "0.0.0.0" if auth.get("users_file") else "127.0.0.1"),
         "port": _as_number("[server] port", server.get("port", str(DEFAULT_PORT)), int),
         "advertise_url": server.get("advertise_url") or None,
         "max_body_bytes": _as_number(
@@ -215,9 +225,14 @@ def load_config(
         "resources": resources,
         "log_level": logging_.get("level", "INFO").upper(),
         "log_format": log_format,
+        "users_file": auth.get("users_file") or None,
+        "tls_cert": server.get("tls_cert") or None,
+        "tls_key": server.get("tls_key") or None,
     }
     if server.get("node_id"):
         kwargs["node_id"] = server["node_id"]
+    if bool(kwargs["tls_cert"]) != bool(kwargs["tls_key"]):
+        raise ConfigError("[server] tls_cert and tls_key: set both or neither")
     if kwargs["prune_interval"] <= 0:
         raise ConfigError("[server] prune_interval: must be positive")
     return NodeConfig(**kwargs)

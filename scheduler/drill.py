@@ -47,6 +47,8 @@ from urllib.parse import urlparse
 
 import requests
 
+from scheduler.credentials import Auth, write_netrc
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO_ROOT / "examples"
 PROBE_MODULE = "drill_probe"
@@ -653,6 +655,28 @@ def format_summary(summary: dict[str, Any]) -> str:
     ])
 
 
+@contextlib.contextmanager
+def _credentials_for_requests(auth: Auth | None, urls: list[str]) -> Iterator[None]:
+    """Give ``auth`` to every requests call of the drill and of its probe pipeline's processes.
+
+    A netrc file (``$NETRC``, mode 0600, removed afterwards) reaches the drill's own probes and the
+    ``luigi-ha run`` child alike, without a password in a URL, a command line or the environment.
+    """
+    if auth is None:
+        yield
+        return
+    previous = os.environ.get("NETRC")
+    with tempfile.TemporaryDirectory(prefix="luigi-ha-drill-") as tmp:
+        os.environ["NETRC"] = str(write_netrc(Path(tmp) / "netrc", urls, auth))
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("NETRC", None)
+            else:
+                os.environ["NETRC"] = previous
+
+
 def main(args: Any) -> int:
     """The ``luigi-ha drill`` command (arguments parsed by scheduler.cli)."""
     if not args.url:
@@ -677,7 +701,8 @@ def main(args: Any) -> int:
         if not args.json:
             print(format_report(report), flush=True)
 
-    reports = list(run_drills(options, repeat=args.repeat, restore=args.restore, on_report=show))
+    with _credentials_for_requests(getattr(args, "auth", None), [*args.url, *(args.node_url or [])]):
+        reports = list(run_drills(options, repeat=args.repeat, restore=args.restore, on_report=show))
     if args.json:
         if args.repeat == 1:
             print(json.dumps(reports[0].to_dict()))

@@ -9,7 +9,7 @@ against the RPC's signature, hands the call to the node and wraps the answer as
 * this node is not the leader (or just lost the lease) -> 503 with ``Retry-After`` and the
   leader's id: Luigi's client retries any status >= 400, and a 503 means "not applied".
 
-Routes: ``/api/<method>``, ``/leader``, ``/healthz``, ``/status``, ``/switchover`` (POST),
+Routes: ``/api/<method>``, ``/leader``, ``/healthz``, ``/status``, ``/switchover`` (POST), ``/audit``,
 ``/metrics``, ``/`` (redirect to the visualiser), ``/static/...`` (Luigi's own visualiser files,
 served from the installed ``luigi`` package).
 """
@@ -19,20 +19,21 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import KeysView
+from collections.abc import KeysView, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import luigi
 from aiohttp import web
 
+from scheduler import audit
 from scheduler.core import RPC_METHODS, Scheduler
+from scheduler.http_input import BadInput, decode_data
 from scheduler.node import Node, NotLeader, RequestFailed
+from scheduler.static_files import static_handler
 
 NODE_KEY = web.AppKey("node", Node)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
-LUIGI_STATIC = Path(luigi.__file__).resolve().parent / "static"
+AUTH_ON_KEY = web.AppKey("authentication", bool)
 RETRY_AFTER_SECONDS = "1"
 
 # Signatures are read once from the core; binding against them is how we reject a request whose
@@ -87,25 +88,23 @@ async def _read_arguments(request: web.Request) -> dict[str, Any]:
     """
     raw = request.query.get("data")
     if request.method == "POST" and request.can_read_body:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except LookupError:
+            raise _bad_request(f"unknown charset {request.charset!r} in Content-Type") from None
+        except UnicodeDecodeError as exc:
+            raise _bad_request(f"the form body is not valid {exc.encoding} text") from None
         if "data" in form:
             value = form["data"]
             raw = value if isinstance(value, str) else None
-    if raw is None or raw.strip() == "":
-        return {}
     try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(
-            text=_json_dumps({"error": f"'data' is not valid JSON: {exc.msg} at position {exc.pos}", "status": 400}),
-            content_type="application/json",
-        ) from None
-    if not isinstance(parsed, dict):
-        raise web.HTTPBadRequest(
-            text=_json_dumps({"error": f"'data' must be a JSON object, got {type(parsed).__name__}", "status": 400}),
-            content_type="application/json",
-        )
-    return parsed
+        return decode_data(raw)
+    except BadInput as exc:
+        raise _bad_request(str(exc)) from None
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=_json_dumps({"error": message, "status": 400}), content_type="application/json")
 
 
 def _bind(method: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +130,7 @@ async def api(request: web.Request) -> web.StreamResponse:
     code = 200
     try:
         arguments = _bind(method, await _read_arguments(request))
-        result = await node.call(method, arguments)
+        result = await node.call(method, arguments, audit=audit.record(request, method, arguments))
         return web.Response(text=_json_dumps({"response": result}), content_type="application/json")
     except web.HTTPException as exc:
         code = exc.status
@@ -169,12 +168,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[NODE_KEY].status(), dumps=_json_dumps)
+    body = {**request.app[NODE_KEY].status(), "authentication": "on" if request.app[AUTH_ON_KEY] else "off"}
+    return web.json_response(body, dumps=_json_dumps)
 
 
 async def switchover(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    if not await node.switchover():
+    if not await node.switchover(audit=audit.record(request, "switchover", {})):
         return json_error(409, "this node is not the leader; send the switchover to the leader",
                           leader=node.leader_hint())
     return web.json_response({"released": True, "node_id": node.node_id})
@@ -205,6 +205,10 @@ async def task_history(request: web.Request) -> web.Response:
     return web.json_response({"task_id": task_id, "events": events})
 
 
+async def audit_trail(request: web.Request) -> web.Response:
+    return await audit.audit_trail(request, request.app[NODE_KEY])
+
+
 async def history(request: web.Request) -> web.Response:
     return json_error(404, "luigid's HTML history pages are not served; use /history/by_task_id/<task_id> (JSON)")
 
@@ -226,10 +230,12 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(500, "internal error; see the node's log")
 
 
-def build_app(node: Node, *, max_body_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
+def build_app(node: Node, *, max_body_bytes: int, guards: Sequence[Any] = ()) -> web.Application:
+    """The node's routes; ``guards`` are middlewares (authentication, CSRF) run inside the JSON errors."""
+    app = web.Application(middlewares=[json_errors, *guards], client_max_size=max_body_bytes)
     app[NODE_KEY] = node
     app[MAX_BODY_KEY] = max_body_bytes
+    app[AUTH_ON_KEY] = bool(guards)
     app.router.add_route("GET", "/api/{method}", api)
     app.router.add_route("POST", "/api/{method}", api)
     for verb in ("GET", "HEAD", "OPTIONS"):
@@ -237,10 +243,11 @@ def build_app(node: Node, *, max_body_bytes: int) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_post("/switchover", switchover)
+    app.router.add_get("/audit", audit_trail)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("GET", "/", root)
     app.router.add_route("HEAD", "/", root)
     app.router.add_get("/history/by_task_id/{task_id}", task_history)
     app.router.add_get("/history{tail:.*}", history)
-    app.router.add_static("/static", LUIGI_STATIC, show_index=False)
+    app.router.add_get("/static/{path:.*}", static_handler())
     return app

@@ -35,10 +35,15 @@ class NodeProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    ca_file: str | None = None  # set when the node serves HTTPS ([server] tls_cert) signed by this CA
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def _verify(self) -> str | bool:
+        return self.ca_file or True
 
     @property
     def pid(self) -> int | None:
@@ -81,13 +86,13 @@ class NodeProcess:
 
     def is_leader(self, timeout: float = 0.5) -> bool:
         try:
-            return requests.get(self.url + "/leader", timeout=timeout).status_code == 200
+            return requests.get(self.url + "/leader", timeout=timeout, verify=self._verify).status_code == 200
         except requests.RequestException:
             return False
 
     def responds(self, timeout: float = 0.5) -> bool:
         try:
-            requests.get(self.url + "/healthz", timeout=timeout)
+            requests.get(self.url + "/healthz", timeout=timeout, verify=self._verify)
             return True
         except requests.RequestException:
             return False
@@ -103,6 +108,7 @@ class LocalCluster:
     lease_ttl: float = 5.0
     extra_config: str = ""
     nodes: list[NodeProcess] = field(default_factory=list)
+    ca_file: str | None = None  # the nodes serve HTTPS (extra_config sets [server] tls_cert/tls_key)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +123,8 @@ class LocalCluster:
         )
         names = "abcdefghijklmnopqrstuvwxyz"
         self.nodes = [
-            NodeProcess(f"node-{names[i]}", free_port(), self.config_path, self.workdir / f"node-{names[i]}.log")
+            NodeProcess(f"node-{names[i]}", free_port(), self.config_path, self.workdir / f"node-{names[i]}.log",
+                        ca_file=self.ca_file)
             for i in range(self.size)
         ]
 

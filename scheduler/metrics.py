@@ -24,6 +24,21 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def _printable(label: object) -> str:
+    """``label`` as text the exposition can encode: a lone surrogate becomes ``\\udXXX``.
+
+    The exposition is encoded as UTF-8 in one piece, so a single unencodable label value (a task
+    family from a database written before the HTTP layer refused such text) would fail every
+    scrape until the process restarts.
+    """
+    label = str(label)
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError:
+        return label.encode("utf-8", "backslashreplace").decode("utf-8")
+    return label
+
+
 class _StateCollector:
     """Gauges read from the node at scrape time, so they can never drift from the state."""
 
@@ -146,7 +161,7 @@ class NodeMetrics:
         key = (id(metric), label)
         child = self._series.get(key)
         if child is None:
-            child = self._series[key] = metric.labels(label)
+            child = self._series[key] = metric.labels(_printable(label))
         return child
 
     def observe_rpc(self, method: str, seconds: float) -> None:

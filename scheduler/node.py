@@ -85,6 +85,7 @@ class _Term:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    audit: list[dict[str, Any]] = field(default_factory=list)  # records for the next round
 
 
 class Node:
@@ -186,19 +187,23 @@ class Node:
             "tasks": self.status_counts(),
         }
 
-    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+    async def call(self, method: str, kwargs: dict[str, Any], audit: dict[str, Any] | None = None) -> Any:
         """Run one RPC on the core; return once everything it changed or saw is committed.
 
         :raises NotLeader: not the leader, or leadership was lost before the commit (the RPC
             may or may not have been persisted: every RPC is safe to repeat on the next leader).
         :raises ValueError: bad arguments (the core changed nothing).
         :raises RequestFailed: the core raised for another reason.
+
+        ``audit``, when given, is committed in the same fenced round as what the call changed.
         """
         term = self._term
         if term is None or not self.is_leader:
             raise NotLeader("this node is not the leader", self.leader_hint())
         try:
             result = getattr(term.core, method)(**kwargs)
+            if audit is not None:
+                term.audit.append(audit)
         except ValueError:  # InvalidArgument is a ValueError: bad input, nothing changed
             raise
         except Exception as exc:
@@ -216,7 +221,7 @@ class Node:
         with none, only the round in flight can hold something we read; with neither, the state
         we saw is already durable and the answer goes out at once (a ping, most reads).
         """
-        if term.core.has_changes():
+        if term.core.has_changes() or term.audit:
             waiters = term.next_round
             term.wake.set()
         elif term.this_round is not None:
@@ -227,14 +232,25 @@ class Node:
         waiters.append(future)
         await future
 
+    async def audit_records(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The durable audit trail, newest first (any node can read it)."""
+        return await asyncio.to_thread(self._store.audit_records, limit)
+
     async def task_events(self, task_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """A task's durable status history, newest first (any node can read it)."""
         return await asyncio.to_thread(self._store.task_events, task_id, limit)
 
-    async def switchover(self) -> bool:
-        """Planned handover: release the lease so a standby takes over at once."""
+    async def switchover(self, audit: dict[str, Any] | None = None) -> bool:
+        """Planned handover: release the lease so a standby takes over at once.
+
+        ``audit`` is committed first, fenced like any write, while this node still leads.
+        """
         if not self.is_leader:
             return False
+        term = self._term
+        if audit is not None and term is not None:
+            term.audit.append(audit)
+            await self._durable(term)
         self._hold_off_until = time.monotonic() + SWITCHOVER_HOLD_OFF
         await self._step_down("switchover", release=True)
         return True
@@ -459,7 +475,7 @@ class Node:
         while self._term is term:
             await term.wake.wait()
             term.wake.clear()
-            if not term.next_round and not term.core.has_changes():
+            if not term.next_round and not term.core.has_changes() and not term.audit:
                 continue
             async with term.commit_lock:
                 failure = await self._commit_round(term)
@@ -475,6 +491,7 @@ class Node:
         instead of delaying every reply of this one (about 0.1 ms a round on a busy loop).
         """
         changes = term.core.take_changes()
+        changes.audit, term.audit = term.audit, []
         waiters, term.next_round = term.next_round, []
         term.this_round = waiters
         elapsed: float | None = None

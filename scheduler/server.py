@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from typing import Any
 
 from aiohttp import web
 
 from lease import LeaderLease, make_holder_id, redact_url
 from lease import create_engine as create_db_engine
+from scheduler.auth import Authenticator
 from scheduler.config import NodeConfig
 from scheduler.core import Scheduler, SchedulerSettings
+from scheduler.csrf import same_origin_writes
 from scheduler.http import build_app
+from scheduler.http_errors import JsonErrorRunner
 from scheduler.logs import configure_logging
 from scheduler.metrics import NodeMetrics
 from scheduler.node import Node
 from scheduler.store import Store
 from scheduler.store.tables import FENCE_FUNCTION
+from scheduler.users import UsersFileError, load_users
 
 
 class StartupError(RuntimeError):
@@ -54,6 +59,34 @@ def scheduler_settings(config: NodeConfig) -> SchedulerSettings:
         return SchedulerSettings.from_mapping(config.scheduler, resources=config.resources)
     except ValueError as exc:
         raise StartupError(f"[scheduler] {exc}") from exc
+
+
+def access_guards(config: NodeConfig, node: Node, log: Any) -> list[Any]:
+    """The authentication and cross-site middlewares when ``[auth]`` is on; a warning when it is off."""
+    if not config.users_file:
+        log.warning("authentication_off", listen=f"{config.host}:{config.port}",
+                    advice="anyone who reaches this address can change the scheduler's state; "
+                           "set [auth] users_file (luigi-ha auth add-user)")
+        return []
+    try:
+        users = load_users(config.users_file)
+    except UsersFileError as exc:
+        raise StartupError(f"[auth] users_file: {exc}") from exc
+    if not users:
+        raise StartupError(f"[auth] users_file {config.users_file} holds no user: add one with luigi-ha auth add-user")
+    authenticator = Authenticator(users, registry=node.metrics.registry, log=log)
+    return [authenticator.middleware, same_origin_writes]
+
+
+def tls_context(config: NodeConfig) -> ssl.SSLContext | None:
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"[server] tls_cert/tls_key: cannot load {config.tls_cert}: {exc}") from exc
+    return context
 
 
 def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
@@ -95,10 +128,10 @@ async def serve(config: NodeConfig) -> None:
     log.info("starting", **config.describe())
     store = await asyncio.to_thread(open_store, config)
     node = build_node(config, store, log)
-    app = build_app(node, max_body_bytes=config.max_body_bytes)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    app = build_app(node, max_body_bytes=config.max_body_bytes, guards=access_guards(config, node, log))
+    runner = JsonErrorRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls_context(config))
     try:
         await site.start()
     except OSError as exc:

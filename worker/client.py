@@ -40,6 +40,8 @@ import structlog
 from luigi.rpc import RemoteScheduler, RequestsFetcher, RPCError, _urljoin
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
+from scheduler.credentials import Auth, resolve
+
 logger = structlog.get_logger("luigi_ha.worker.client")
 
 #: Environment variable naming a file that gets one JSON line per failed (and retried) attempt.
@@ -108,21 +110,30 @@ def _server_message(response: requests.Response) -> str:
 
 
 class _Fetcher(RequestsFetcher):
-    """Luigi's requests fetcher (session per process), returning the response instead of raising."""
+    """Luigi's requests fetcher (session per process), returning the response instead of raising.
+
+    The credentials are passed per call, not set on the session: ``check_pid`` replaces the
+    session in a forked task process. Without any, requests looks in ``~/.netrc``.
+    """
+
+    def __init__(self, auth: Auth | None = None) -> None:
+        super().__init__()
+        self.auth = auth
 
     def fetch_response(self, full_url: str, body: dict[str, str], timeout: tuple[float, float]) -> requests.Response:
         self.check_pid()
-        return self.session.post(full_url, data=body, timeout=timeout)
+        return self.session.post(full_url, data=body, timeout=timeout, auth=self.auth)
 
 
 class HARemoteScheduler(RemoteScheduler):
     """``luigi.rpc.RemoteScheduler`` that rides through scheduler failovers (see the module doc)."""
 
     def __init__(self, urls: str | Sequence[str], policy: RetryPolicy | None = None,
-                 retry_log: str | None = None) -> None:
+                 retry_log: str | None = None, auth: Auth | None = None) -> None:
         if isinstance(urls, str):
             urls = [urls]
-        cleaned = [u.strip().rstrip("/") for u in urls if u and u.strip()]
+        # Credentials in a URL move to the fetcher, so no URL this client logs or reports holds one.
+        cleaned, in_urls = resolve([u.strip().rstrip("/") for u in urls if u and u.strip()], environ={})
         if not cleaned:
             raise ValueError("at least one scheduler URL is needed")
         super().__init__(cleaned[0], connect_timeout=(policy or RetryPolicy()).read_timeout)
@@ -130,7 +141,7 @@ class HARemoteScheduler(RemoteScheduler):
         self._current = 0
         self._lock = threading.Lock()
         self.policy = policy or RetryPolicy()
-        self._fetcher = _Fetcher()
+        self._fetcher = _Fetcher(auth or in_urls)
         self._retry_log = retry_log if retry_log is not None else os.environ.get(RETRY_LOG_ENV) or None
         self.retries = 0  # failed attempts that were retried, in this process
 

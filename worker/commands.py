@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from scheduler.config import ConfigError
+from scheduler.credentials import Auth, CredentialsError, resolve
 from worker.config import WorkerSettings, load_pipeline, load_worker_settings, run_date
 from worker.runtime import EXIT_CONFIG, run_assistant, run_pipeline, setup_logging
 
@@ -39,16 +40,25 @@ def _settings(args: argparse.Namespace, instance: str | None = None) -> WorkerSe
     return settings
 
 
+def _credentials(args: argparse.Namespace, urls: list[str]) -> tuple[list[str], Auth | None]:
+    """The scheduler URLs without credentials, and the credentials (URL, flags, environment)."""
+    try:
+        return resolve(urls, user=getattr(args, "user", None), password_file=getattr(args, "password_file", None))
+    except CredentialsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def worker_command(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args, instance=args.instance)
         if settings.workers < 1:
             raise ConfigError("an assistant worker needs --workers 1 or more")
+        urls, auth = _credentials(args, settings.scheduler_urls)
     except ConfigError as exc:
         print(f"luigi-ha worker: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings.log_level, settings.log_format, settings.config_path, instance=args.instance)
-    return run_assistant(settings.scheduler_urls, settings.modules, settings.workers, settings.policy)
+    return run_assistant(urls, settings.modules, settings.workers, settings.policy, auth=auth)
 
 
 def _own_options_after_task(task_args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -98,6 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         task_argv, pipeline_modules, pipeline_workers = build_task_argv(args)
         settings = _settings(args)
+        urls, auth = _credentials(args, settings.scheduler_urls)
     except ConfigError as exc:
         print(f"luigi-ha run: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -105,5 +116,5 @@ def run_command(args: argparse.Namespace) -> int:
         pipeline_workers if pipeline_workers is not None else settings.workers)
     modules = [*pipeline_modules, *(m for m in settings.modules if m not in pipeline_modules)]
     setup_logging(settings.log_level, settings.log_format, settings.config_path, pipeline=args.pipeline)
-    return run_pipeline(settings.scheduler_urls, modules, task_argv, workers, settings.policy,
-                        idle_grace=settings.run_idle_grace)
+    return run_pipeline(urls, modules, task_argv, workers, settings.policy,
+                        idle_grace=settings.run_idle_grace, auth=auth)

@@ -39,6 +39,7 @@ from luigi.rpc import RPCError
 from luigi.setup_logging import InterfaceLogging
 from luigi.task_register import TaskClassException
 
+from scheduler.credentials import Auth, redact, split
 from scheduler.logs import configure_logging
 from scheduler.sdnotify import notify, watchdog_interval
 from worker.client import HARemoteScheduler, RetryPolicy, SchedulerRejected, SchedulerUnavailable
@@ -202,14 +203,16 @@ class HAWorker(luigi.worker.Worker):
 class HAWorkerSchedulerFactory(luigi.interface._WorkerSchedulerFactory):
     """Luigi's hook for which scheduler client and worker class ``luigi.interface`` uses."""
 
-    def __init__(self, urls: Sequence[str], policy: RetryPolicy | None = None, **worker_kwargs: Any) -> None:
+    def __init__(self, urls: Sequence[str], policy: RetryPolicy | None = None, auth: Auth | None = None,
+                 **worker_kwargs: Any) -> None:
         self.urls = list(urls)
         self.policy = policy or RetryPolicy()
+        self.auth = auth
         self.worker_kwargs = worker_kwargs
         self.worker: HAWorker | None = None
 
     def create_remote_scheduler(self, url: str) -> HARemoteScheduler:
-        return HARemoteScheduler(self.urls or [url], self.policy)
+        return HARemoteScheduler(self.urls or [url], self.policy, auth=self.auth)
 
     def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> HAWorker:
         self.worker = HAWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant,
@@ -217,13 +220,15 @@ class HAWorkerSchedulerFactory(luigi.interface._WorkerSchedulerFactory):
         return self.worker
 
 
-def run_assistant(urls: Sequence[str], modules: Sequence[str], workers: int, policy: RetryPolicy) -> int:
+def run_assistant(urls: Sequence[str], modules: Sequence[str], workers: int, policy: RetryPolicy,
+                  auth: Auth | None = None) -> int:
     """``luigi-ha worker``: a Luigi assistant that runs any runnable task, until SIGTERM."""
     import_modules(modules)
-    factory = HAWorkerSchedulerFactory(urls, policy, keep_alive=True)
+    factory = HAWorkerSchedulerFactory(urls, policy, auth=auth, keep_alive=True)
     scheduler = factory.create_remote_scheduler(urls[0])
     worker = factory.create_worker(scheduler, workers, assistant=True)
-    log.info("assistant_starting", worker_id=worker.worker_id, urls=list(urls), modules=list(modules), workers=workers)
+    log.info("assistant_starting", worker_id=worker.worker_id, urls=[redact(u) for u in urls], modules=list(modules),
+             workers=workers)
     try:
         with worker:
             worker.run()
@@ -242,7 +247,7 @@ def run_assistant(urls: Sequence[str], modules: Sequence[str], workers: int, pol
 
 
 def run_pipeline(urls: Sequence[str], modules: Sequence[str], task_argv: Sequence[str], workers: int,
-                 policy: RetryPolicy, idle_grace: float = 30.0) -> int:
+                 policy: RetryPolicy, idle_grace: float = 30.0, auth: Auth | None = None) -> int:
     """``luigi-ha run``: schedule ``task_argv`` (Luigi's command line), run it, return an exit code.
 
     With ``workers`` > 0 this process runs tasks itself (like ``luigi --workers N``); with 0 it
@@ -252,9 +257,9 @@ def run_pipeline(urls: Sequence[str], modules: Sequence[str], task_argv: Sequenc
     workers ran some of the tasks, the root task is complete.
     """
     import_modules(modules)
-    factory = HAWorkerSchedulerFactory(urls, policy, wait_for_others=True, idle_grace=idle_grace)
-    argv = [*task_argv, "--workers", str(workers), "--scheduler-url", urls[0], "--no-lock"]
-    log.info("run_starting", argv=argv, urls=list(urls))
+    factory = HAWorkerSchedulerFactory(urls, policy, auth=auth, wait_for_others=True, idle_grace=idle_grace)
+    argv = [*task_argv, "--workers", str(workers), "--scheduler-url", split(urls[0])[0], "--no-lock"]
+    log.info("run_starting", argv=argv, urls=[redact(u) for u in urls])
     try:
         result = luigi.interface._run(argv, worker_scheduler_factory=factory, detailed_summary=True)
     except SchedulerUnavailable as exc:

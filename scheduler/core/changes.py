@@ -26,16 +26,19 @@ class Changes:
     * ``meta``: global values that changed (``paused``, ``resources``).
     * ``events``: task history, one dict per status change or hand-out, oldest first, with keys
       ``task_id``, ``status``, ``at``, ``worker``, ``host``.
+    * ``audit``: audit records the node adds to the batch (the core never does), so an admin
+      action and its record commit together.
     """
 
     tasks: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     workers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     meta: dict[str, object] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.tasks or self.workers or self.meta or self.events)
+        return not (self.tasks or self.workers or self.meta or self.events or self.audit)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -38,6 +38,7 @@ from scheduler.store.tables import (
     MAX_ID_LENGTH,
     MAX_META_KEY_LENGTH,
     STATUS_LENGTH,
+    audit_log,
     meta,
     task_events,
     tasks,
@@ -136,6 +137,7 @@ class Store:
         self._upsert_workers = _upsert(dialect, workers)
         self._upsert_meta = _upsert(dialect, meta)
         self._insert_events = sa.insert(task_events)
+        self._insert_audit = sa.insert(audit_log)
         self._delete_tasks = tasks.delete().where(tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
         self._delete_workers = workers.delete().where(workers.c.worker_id.in_(sa.bindparam("ids", expanding=True)))
         # MariaDB sessions carry the lease's short max_statement_time; lift it for these two
@@ -269,6 +271,14 @@ class Store:
         with self._errors("task_events"), self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt)]
 
+    def audit_records(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The audit trail, newest first."""
+        c = audit_log.c
+        stmt = (sa.select(c.id, c.at, c.user, c.role, c.remote, c.action, c.arguments, c.epoch)
+                .order_by(c.id.desc()).limit(limit))
+        with self._errors("audit_records"), self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt)]
+
     def counts(self) -> dict[str, int]:
         """Number of tasks per status, e.g. ``{"PENDING": 12, "DONE": 3}``."""
         stmt = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
@@ -314,6 +324,8 @@ class Store:
                 conn.execute(self._upsert_meta, rows.meta)
             if rows.events:
                 conn.execute(self._insert_events, rows.events)
+            if rows.audit:
+                conn.execute(self._insert_audit, rows.audit)
 
 
 @dataclass
@@ -326,10 +338,12 @@ class BatchRows:
     worker_deletes: list[str]
     meta: list[dict[str, Any]]
     events: list[dict[str, Any]]
+    audit: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.tasks or self.task_deletes or self.workers or self.worker_deletes or self.meta or self.events)
+        return not (self.tasks or self.task_deletes or self.workers or self.worker_deletes or self.meta or self.events
+                    or self.audit)
 
 
 def batch_rows(changes: ChangesLike, epoch: int) -> BatchRows:
@@ -341,7 +355,8 @@ def batch_rows(changes: ChangesLike, epoch: int) -> BatchRows:
         for k, v in changes.meta.items()
     ]
     events = _event_params(changes.events, epoch)
-    return BatchRows(task_rows, task_deletes, worker_rows, worker_deletes, meta_rows, events)
+    audit = [{**record, "epoch": epoch} for record in getattr(changes, "audit", ())]
+    return BatchRows(task_rows, task_deletes, worker_rows, worker_deletes, meta_rows, events, audit)
 
 
 def _task_params(changed: Mapping[str, dict | None], epoch: int) -> tuple[list[dict], list[str]]:

@@ -41,6 +41,7 @@ FAMILY_LENGTH = 255
 HOST_LENGTH = 255
 #: Longest status name (Luigi's longest is BATCH_RUNNING, 13).
 STATUS_LENGTH = 16
+AUDIT_TEXT_LENGTH = 128
 
 
 class Utf8Bytes(sa.TypeDecorator[str]):
@@ -113,6 +114,22 @@ task_events = sa.Table(
     sa.Column("epoch", sa.BigInteger(), nullable=False),
     # (task_id, id) serves "this task's history, newest first" straight from the index.
     sa.Index("ix_lh_task_events_task_id", "task_id", "id"),
+    **_MYSQL_TABLE,
+)
+
+#: Who changed the scheduler by hand: every admin RPC and switchover (scheduler/audit.py), written
+#: in the same fenced transaction as the change it records.
+audit_log = sa.Table(
+    "lh_audit",
+    metadata,
+    sa.Column("id", EventId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Column("user", sa.String(AUDIT_TEXT_LENGTH), nullable=True),
+    sa.Column("role", sa.String(STATUS_LENGTH), nullable=True),
+    sa.Column("remote", sa.String(HOST_LENGTH), nullable=True),
+    sa.Column("action", sa.String(AUDIT_TEXT_LENGTH), nullable=False),
+    sa.Column("arguments", JsonText, nullable=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
     **_MYSQL_TABLE,
 )
 

@@ -55,7 +55,7 @@ from lease.engine import single_host_connect_kwargs, timeouts_of
 from lease.primary import DatabaseHost, tracker_of
 from scheduler.store.errors import StoreError, describe
 from scheduler.store.store import BatchRows, ChangesLike, batch_rows
-from scheduler.store.tables import meta, task_events, tasks, workers
+from scheduler.store.tables import audit_log, meta, task_events, tasks, workers
 
 if TYPE_CHECKING:
     from lease import FencedOut
@@ -230,6 +230,8 @@ class PostgresScriptWriter:
                 parts.append(cur.mogrify(f"DELETE FROM {_quote(table.name)} WHERE {key} = ANY(%s)", (list(deletes),)))
         if rows.events:
             parts.append(_insert(cur, task_events, rows.events, upsert=False))
+        if rows.audit:
+            parts.append(_insert(cur, audit_log, rows.audit, upsert=False))
         parts.append(b"COMMIT")
         return b";\n".join(parts)
 

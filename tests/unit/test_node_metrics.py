@@ -73,3 +73,16 @@ def test_rpc_latency_is_kept_per_method() -> None:
     assert seen["luigi_ha_rpc_duration_seconds_count", (("method", "get_work"),)] == 2
     assert abs(seen["luigi_ha_rpc_duration_seconds_sum", (("method", "get_work"),)] - 0.006) < 1e-9
     assert seen["luigi_ha_rpc_duration_seconds_count", (("method", "ping"),)] == 1
+
+
+def test_a_family_that_is_not_valid_unicode_text_never_breaks_the_exposition() -> None:
+    # Such a family can only come from a database written before the HTTP layer refused lone
+    # surrogates; one of them used to fail every scrape until the process restarted.
+    metrics = NodeMetrics()
+    metrics.handle_task_failed(FinishedTask("Bad\ud800Family"))
+    metrics.handle_task_done(FinishedTask("Good"))
+
+    seen = samples(metrics)
+
+    assert seen[("luigi_task_failed_total", (("family", "Bad\\ud800Family"),))] == 1
+    assert seen[("luigi_task_done_total", (("family", "Good"),))] == 1

@@ -124,3 +124,15 @@ def test_daily_timer_elapses_at_two_utc(systemd_analyze_bin: str) -> None:
     assert len(elapses) == 2, result.stdout
     assert all(t == "02:00:00" for _, t in elapses), result.stdout
     print(f"\n[systemd calendar] {on_calendar!r}: next elapses {elapses}")
+
+
+@pytest.mark.parametrize("name", ["luigi-ha-scheduler.service", "luigi-ha-worker@q1.service",
+                                  "luigi-ha-run@daily.service"])
+def test_units_expose_at_most_2_0_to_systemd_analyze_security(systemd_analyze_bin: str, tmp_path: Path,
+                                                                name: str) -> None:
+    write_units(tmp_path, UNITS, {"luigi_ha_bin": _real_executable()})
+    result = subprocess.run([systemd_analyze_bin, "security", "--offline=yes", f"./{name}"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= 2.0, result.stdout

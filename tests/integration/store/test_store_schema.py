@@ -11,7 +11,7 @@ from scheduler.store.migrate import VERSION_TABLE
 from tests.integration.store.helpers import changes, task_row
 from tests.support.together import errors_of_calls_started_together
 
-TABLES = {"lh_tasks", "lh_workers", "lh_meta", "lh_task_events", "lh_leases"}
+TABLES = {"lh_tasks", "lh_workers", "lh_meta", "lh_task_events", "lh_leases", "lh_audit"}
 
 
 def test_a_fresh_database_has_no_revision_and_is_not_current(engine: sa.Engine) -> None:

@@ -345,7 +345,16 @@ def test_worker_unit() -> None:
         "WatchdogSec": "60s",
     }.items():
         assert _unit_values(unit, key) == [value], key
-    assert _unit_values(unit, "MemoryDenyWriteExecute") == []  # tasks may JIT
+    assert _unit_values(unit, "MemoryDenyWriteExecute") == ["yes"]
+    jit = render_unit("luigi-ha-worker@q.service", worker_allow_jit=True)  # numba and the like
+    assert _unit_values(jit, "MemoryDenyWriteExecute") == []
+    assert _unit_values(unit, "ReadWritePaths") == ["/var/lib/luigi-ha"]
+    assert _unit_values(render_unit("luigi-ha-worker@q.service", worker_read_write_paths=["/data", "/var/lib/x"]),
+                        "ReadWritePaths") == ["/data /var/lib/x"]
+    assert _unit_values(unit, "LoadCredential") == []
+    with_secret = render_unit("luigi-ha-worker@q.service", scheduler_password_file="/etc/luigi-ha/worker.pw")
+    assert _unit_values(with_secret, "LoadCredential") == ["scheduler-password:/etc/luigi-ha/worker.pw"]
+    assert "Environment=LUIGI_HA_PASSWORD_FILE=%d/scheduler-password" in with_secret
     assert _unit_values(unit, "EnvironmentFile") == []
     assert _unit_values(
         render_unit("luigi-ha-worker@q.service", worker_environment_file="/etc/w.env"), "EnvironmentFile"
