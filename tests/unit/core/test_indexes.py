@@ -9,6 +9,7 @@ each index from the task table alone and compare.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -92,7 +93,10 @@ def recount_problems(s: Scheduler) -> list[str]:
     return problems
 
 
-def random_workload(seed: int, steps: int, clock: FakeClock) -> Scheduler:
+def random_workload(
+    seed: int, steps: int, clock: FakeClock, after_step: Callable[[Scheduler], None] | None = None
+) -> Scheduler:
+    """A seeded random mix of every kind of RPC and prune; ``after_step(s)`` runs after each step."""
     rng = random.Random(seed)
     s = Scheduler(
         clock=clock,
@@ -151,6 +155,8 @@ def random_workload(seed: int, steps: int, clock: FakeClock) -> Scheduler:
             s.forgive_failures(rng.choice(names))
         problems = recount_problems(s)
         assert not problems, f"seed {seed} step {step}: {problems}"
+        if after_step is not None:
+            after_step(s)
     return s
 
 
