@@ -51,11 +51,9 @@ class FeedBatch:
 
 #: What a worker row carries: every slot but the id, liveness (never persisted) and the indexes
 #: (derived from the tasks, which this core maintains itself).
+_NOT_IN_A_WORKER_ROW = {"id", "last_active", "last_get_work", "tasks", "stakes", "running", "heap"}
 _PERSISTED_WORKER_FIELDS = tuple(
-    name
-    for name in Worker.__slots__
-    if name
-    not in {"id", "last_active", "last_get_work", "tasks", "stakes", "n_pending", "n_unique", "n_last", "n_respend", "running", "heap"}
+    name for name in Worker.__slots__ if name not in _NOT_IN_A_WORKER_ROW and not name.startswith("n_")
 )
 
 
@@ -160,4 +158,3 @@ class ReplicaAPI(PersistenceAPI):
             self._batchers[fresh.id] = batchers
         else:
             self._batchers.pop(fresh.id, None)
-
