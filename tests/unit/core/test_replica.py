@@ -1,7 +1,7 @@
 """A replica core fed the leader's committed rows ends up in the leader's state, indexes and all.
 
 The feed (``Scheduler.apply_feed``) carries whole current rows and the ids deleted since the
-last batch. These tests run the seeded random workloads of ``test_indexes`` on a leader core and
+last batch. These tests run the seeded random workloads of ``tests.support.core_workload`` on a leader core and
 hand the rows of each commit (``take_changes``) to a replica, sometimes one commit at a time and
 sometimes several commits merged into one batch (a standby that fell behind reads them as one).
 """
@@ -12,9 +12,9 @@ import random
 
 import pytest
 from core_harness import FakeClock
-from test_indexes import random_workload, recount_problems
 
 from scheduler.core import Changes, FeedBatch, Scheduler
+from tests.support.core_workload import random_workload, recount_problems
 
 
 def feed_of(changes: list[Changes]) -> FeedBatch:
