@@ -87,6 +87,14 @@ def next_seq(conn: sa.Connection) -> int:
     return int(conn.execute(_current).one()[0])
 
 
+def pg_notify_statement() -> sa.TextClause:
+    """``pg_notify`` of the portable path (on PostgreSQL), with the sequence as ``:seq`` text."""
+    return _pg_notify
+
+
+_pg_notify = sa.text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', :seq)")
+
+
 def tombstone_rows(kind: str, ids: list[str], seq: int | None, at: float) -> list[dict[str, Any]]:
     """Rows for ``lh_tombstones`` (``seq`` None: the PostgreSQL script supplies it)."""
     if seq is None:

@@ -350,6 +350,8 @@ class Store:
     def _stamp(self, conn: sa.Connection, rows: BatchRows) -> None:
         """The feed's part of a round: its sequence on every row, a tombstone per deletion."""
         seq = feed.next_seq(conn)
+        if self._is_pg:  # delivered at commit, as from the writer's script
+            conn.execute(feed.pg_notify_statement(), {"seq": str(seq)})
         for row in rows.tasks:
             row["commit_seq"] = seq
         for row in rows.workers:

@@ -167,3 +167,23 @@ def test_two_transactions_stamping_rows_commit_in_the_order_of_their_sequences(s
     assert time.monotonic() - started >= 0.5
     assert store.feed_seq() == 2
     assert store.feed_after(1).batch.tasks == [task_row("B")]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_on_postgres_the_portable_path_notifies_too(store: Store) -> None:
+    import psycopg2
+
+    from lease.engine import driver_connect_kwargs
+
+    listener = psycopg2.connect(**driver_connect_kwargs(store.engine))
+    try:
+        listener.autocommit = True
+        listener.cursor().execute(f"LISTEN {feed_module.NOTIFY_CHANNEL}")
+        store.apply(changes(tasks={"A": task_row("A")}), epoch=1)
+        deadline = time.monotonic() + 5
+        while not listener.notifies and time.monotonic() < deadline:
+            listener.poll()
+            time.sleep(0.01)
+        assert [n.payload for n in listener.notifies] == ["1"]
+    finally:
+        listener.close()
