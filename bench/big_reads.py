@@ -9,8 +9,8 @@ compare), on a fresh database of a throwaway PostgreSQL (fsync off) filled with 
 throughput DAG through the real core and store (40% DONE):
 
 1. **Loop stall.** One luigi-ha node loads the state. A probe sends ``ping`` every 2 ms on a
-   keep-alive connection while another client asks for ``task_list`` of every task (the
-   visualiser's call, ``limit`` off) 5 times. The longest ping during a listing, less the ping's
+   keep-alive connection while a client in another process asks for ``task_list`` of every
+   task (the visualiser's call, ``limit`` off) 5 times. The longest ping during a listing, less the ping's
    median when nothing else runs, is how long the node's event loop was held at a stretch (an
    upper bound: it also holds the time the probe waited for a CPU).
 2. **Workers' get_work while someone polls task_list.** 4 worker processes drain (``get_work``,
@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     REPO,
     Procs,
+    RpcError,
     clean_env,
     fmt,
     free_port,
@@ -105,6 +107,7 @@ class Probe(threading.Thread):
         super().__init__(daemon=True)
         self.url = url
         self.samples: list[tuple[float, float]] = []
+        self.errors: list[tuple[float, str]] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -114,7 +117,12 @@ class Probe(threading.Thread):
         try:
             while not self._halt.is_set():
                 started = time.monotonic()
-                client.rpc("ping", {"worker": wid})
+                try:
+                    client.rpc("ping", {"worker": wid})
+                except RpcError as exc:
+                    self.errors.append((started, str(exc)[:200]))
+                    time.sleep(0.1)
+                    continue
                 self.samples.append((started, time.monotonic() - started))
                 time.sleep(PROBE_INTERVAL)
         finally:
@@ -126,12 +134,15 @@ class Probe(threading.Thread):
 
 
 def list_all(url: str) -> tuple[float, float, int]:
-    """One ``task_list`` of every task; the body is read but not decoded (decoding it here would
-    hold this process's interpreter lock and delay the probe thread, not the node)."""
+    """One ``task_list`` of every task: ``(start, end, reply bytes)``; the body is not decoded."""
     query = urllib.parse.urlencode({"data": json.dumps(LIST_ALL)})
     started = time.monotonic()
-    with urllib.request.urlopen(f"{url}/api/task_list?{query}", timeout=300) as reply:
-        body = reply.read()
+    try:
+        with urllib.request.urlopen(f"{url}/api/task_list?{query}", timeout=300) as reply:
+            body = reply.read()
+    except urllib.error.HTTPError as exc:
+        log(f"  task_list answered {exc.code}: {exc.read()[:200]!r}")
+        return started, time.monotonic(), -1
     return started, time.monotonic(), len(body)
 
 
@@ -144,16 +155,23 @@ def loop_stall(url: str) -> dict[str, Any]:
     time.sleep(2.0)
     idle = [lat for _, lat in probe.samples]
     windows = []
-    try:
-        for _ in range(LISTINGS):
-            windows.append(list_all(url))
-            time.sleep(0.5)
-    finally:
-        probe.stop()
+    # The listings come from another process: reading a 50 MB reply here would hold this
+    # process's interpreter lock in 5 ms slices and delay the probe thread, not the node.
+    with mp.get_context("spawn").Pool(1) as lister:
+        try:
+            for _ in range(LISTINGS):
+                windows.append(lister.apply(list_all, (url,)))
+                time.sleep(0.5)
+        finally:
+            probe.stop()
     during = [max((lat for t, lat in probe.samples if a - 0.01 <= t <= b), default=0.0) for a, b, _ in windows]
     base = statistics.median(idle)
+    if probe.errors:
+        log(f"  {len(probe.errors)} pings failed, first: {probe.errors[0][1]}")
     return {
-        "reply_mb": windows[0][2] / 1e6,
+        "ping_errors": len(probe.errors),
+        "listings_failed": sum(1 for *_, size in windows if size < 0),
+        "reply_mb": max(size for *_, size in windows) / 1e6,
         "task_list_s_median": statistics.median(b - a for a, b, _ in windows),
         "ping_idle_p50_ms": base * 1000,
         "longest_ping_during_listing_ms_median": statistics.median(during) * 1000,
@@ -175,10 +193,17 @@ def worker_loop(url: str, until: float, out: Any) -> None:
         get_work = {"host": host, "assistant": True, "current_tasks": [], "worker": wid}
         while time.time() < until:
             started = time.time()
-            reply = client.rpc("get_work", get_work)
+            try:
+                reply = client.rpc("get_work", get_work)
+            except RpcError:
+                time.sleep(0.1)
+                continue
             samples.append((started, time.time() - started))
             if reply and reply.get("task_id"):
-                client.rpc("add_task", done_payload(wid, reply))
+                try:
+                    client.rpc("add_task", done_payload(wid, reply))
+                except RpcError:
+                    time.sleep(0.1)
             else:
                 time.sleep(0.005)
     finally:
@@ -303,6 +328,7 @@ def main() -> int:
     ap.add_argument("--phase", type=float, default=15.0, help="seconds of each get_work phase (default 15)")
     ap.add_argument("--before", type=Path, default=None, help="another checkout to measure the same way")
     ap.add_argument("--no-luigid", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the nodes' logs here (default: a temp dir)")
     args = ap.parse_args()
     n = args.tasks
     procs = Procs()
@@ -310,7 +336,7 @@ def main() -> int:
     results = []
     luigid: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="big-reads-") as tmp:
-        workdir = Path(tmp)
+        workdir = args.workdir or Path(tmp)
         try:
             pg.start()
             trees = [("before", args.before.resolve())] if args.before else []
