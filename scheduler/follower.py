@@ -40,7 +40,7 @@ from typing import Any
 import psycopg2
 
 from lease.engine import driver_connect_kwargs
-from scheduler.core import Scheduler
+from scheduler.core import Scheduler, Snapshot
 from scheduler.store import Store
 from scheduler.store.feed import NOTIFY_CHANNEL, FeedRead
 
@@ -72,24 +72,35 @@ class Follower:
 
     def start(self) -> None:
         """Cold start: load the whole state and the sequence it is at."""
-        core = self.core
         began = self._clock()
-        snapshot = self.store.load_all(decode_task=core.task_decoder())
-        core.restore(snapshot)
+        self._restore(began, self.store.load_all(decode_task=self.core.task_decoder()))
+
+    def _restore(self, began: float, snapshot: Snapshot) -> None:
+        self.core.restore(snapshot)
         self.applied_seq = self._seen_seq = snapshot.seq
         self._caught_up_at = began
 
     def read(self) -> tuple[float, FeedRead]:
-        """The blocking half of ``catch_up``: ``(when the read began, what it found)``."""
+        """The blocking half of ``catch_up``: ``(when the read began, what it found)``.
+
+        Only I/O, no change of the core: safe in a worker thread while the loop reads the core.
+        A follower too far behind (``FeedRead.reload``) loads everything here.
+        """
+        core = self.core
         began = self._clock()
-        return began, self.store.feed_after(self.applied_seq, decode_task=self.core.task_decoder())
+        found = self.store.feed_after(self.applied_seq, decode_task=core.task_decoder())
+        if found.reload:
+            found.snapshot = self.store.load_all(decode_task=core.task_decoder())
+        return began, found
 
     def apply(self, began: float, found: FeedRead) -> int:
         """The in-memory half of ``catch_up``; returns the rows applied (a reload counts its tasks)."""
         core = self.core
         if found.reload:
             self.reloads += 1
-            self.start()
+            if found.snapshot is None:
+                raise ValueError("a FeedRead that asks for a reload needs its snapshot (Follower.read loads it)")
+            self._restore(began, found.snapshot)
             return sum(core.status_counts().values())
         batch = found.batch
         if found.seq < self.applied_seq:

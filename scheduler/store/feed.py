@@ -42,7 +42,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from scheduler.core import FeedBatch
+from scheduler.core import FeedBatch, Snapshot
 from scheduler.store.codec import loads, loads_rows
 from scheduler.store.tables import feed, meta, tasks, tombstones, workers
 
@@ -117,11 +117,13 @@ class FeedRead:
     * ``batch``: the rows committed after the asked-for sequence (empty when there are none).
     * ``reload``: the asked-for sequence is older than the oldest kept tombstone, so deletions
       may be missing; the reader must ``load_all`` instead (``batch`` is then empty).
+    * ``snapshot``: that full load, when the reader (``scheduler.follower``) has done it.
     """
 
     seq: int
     batch: FeedBatch
     reload: bool = False
+    snapshot: Snapshot | None = None
 
 
 def current(conn: sa.Connection) -> tuple[int, int]:

@@ -149,3 +149,26 @@ def test_on_postgres_a_commit_wakes_the_waiting_follower(store: Store, writer: B
         assert [row["id"] for row in follower.core.export().tasks] == ["A"]
     finally:
         follower.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_follower_behind_the_pruned_tombstones_loads_everything_again(
+    store: Store, writer: BatchWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    from scheduler.store import feed
+    from scheduler.store.tables import tombstones
+
+    follower = Follower(store, Scheduler())
+    follower.start()
+    asyncio.run(writer.apply(changes(tasks={"A": task_row("A"), "B": task_row("B")}), 1))
+    asyncio.run(writer.apply(changes(tasks={"A": None}), 1))
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(tombstones).values(at=time.time() - feed.TOMBSTONE_RETENTION - 60))
+    monkeypatch.setattr(feed, "PRUNE_EVERY", 1)
+    asyncio.run(writer.apply(changes(tasks={"C": task_row("C")}), 1))  # prunes A's tombstone
+    follower.catch_up()
+    assert follower.reloads == 1
+    assert sorted(row["id"] for row in follower.core.export().tasks) == ["B", "C"]
+    assert follower.applied_seq == store.feed_seq() == 3
