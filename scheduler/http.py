@@ -16,6 +16,7 @@ served from the installed ``luigi`` package).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -131,6 +132,8 @@ async def api(request: web.Request) -> web.StreamResponse:
     code = 200
     try:
         arguments = _bind(method, await _read_arguments(request))
+        if method in STREAMED_READS:
+            return await _listing(request, node, STREAMED_READS[method], arguments)
         result = await node.call(method, arguments)
         return web.Response(text=_json_dumps({"response": result}), content_type="application/json")
     except web.HTTPException as exc:
@@ -151,6 +154,47 @@ async def api(request: web.Request) -> web.StreamResponse:
         node.metrics.observe_rpc(method, time.perf_counter() - started)
         if code != 200:
             node.metrics.rpc_errors.labels(method=method, code=str(code)).inc()
+
+
+#: Reads whose answer can be the whole state: the core builds their JSON in pieces
+#: (``Scheduler.task_list_chunks``), so one big listing never holds the event loop for long.
+STREAMED_READS = {"task_list": "task_list_chunks"}
+
+
+async def _listing(request: web.Request, node: Node, method: str, arguments: dict[str, Any]) -> web.StreamResponse:
+    """Build a listing's reply piece by piece, letting the loop serve other requests in between.
+
+    Requests served between pieces may change tasks not yet listed; the reply goes out only
+    after a zero-effect read (``status_counts``) through ``node.call`` has waited, as every
+    read does, for whatever it may have seen to be committed. It is sent in pieces too (HTTP
+    chunked encoding): joining and encoding tens of megabytes at once would stall the loop.
+    """
+    pieces = await node.call(method, arguments)
+    parts = [b'{"response":']
+    for piece in pieces:
+        if piece:
+            parts.append(piece.encode())
+        await asyncio.sleep(0)
+    parts.append(b"}")
+    await node.call("status_counts", {})
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        batch.append(part)
+        size += len(part)
+        if size >= _WRITE_BYTES:
+            await response.write(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        await response.write(b"".join(batch))
+    await response.write_eof()
+    return response
+
+
+#: Bytes per write of a streamed listing (each write copies them once).
+_WRITE_BYTES = 256 * 1024
 
 
 async def leader(request: web.Request) -> web.Response:
