@@ -29,6 +29,7 @@ import luigi
 from aiohttp import web
 
 from scheduler.core import RPC_METHODS, Scheduler
+from scheduler.core.errors import InvalidArgument
 from scheduler.node import Node, NotLeader, RequestFailed
 
 NODE_KEY = web.AppKey("node", Node)
@@ -147,7 +148,7 @@ async def api(request: web.Request) -> web.StreamResponse:
     except RequestFailed as exc:
         code = 500
         return json_error(500, str(exc))
-    except ValueError as exc:  # the core's InvalidArgument: the request named bad values
+    except InvalidArgument as exc:  # the request named bad values; the core changed nothing
         code = 400
         return json_error(400, str(exc))
     finally:
@@ -199,10 +200,11 @@ _WRITE_BYTES = 256 * 1024
 
 async def leader(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    body = {"node_id": node.node_id, "leader": node.is_leader, "leader_id": node.leader_hint()}
+    leading = node.is_leader  # read once: the status code and the body must agree
+    body = {"node_id": node.node_id, "leader": leading, "role": node.role.value, "leader_id": node.leader_hint()}
     if request.method == "HEAD":
-        return web.Response(status=200 if node.is_leader else 503)
-    return web.json_response(body, status=200 if node.is_leader else 503)
+        return web.Response(status=200 if leading else 503)
+    return web.json_response(body, status=200 if leading else 503)
 
 
 async def healthz(request: web.Request) -> web.Response:
