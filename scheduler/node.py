@@ -211,9 +211,6 @@ class Node:
         await term.durable()
         return result
 
-    async def _durable(self, term: LeaderTerm) -> None:
-        await term.durable()
-
     async def task_events(self, task_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """A task's durable status history, newest first (any node can read it)."""
         return await asyncio.to_thread(self._store.task_events, task_id, limit)
