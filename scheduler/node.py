@@ -237,12 +237,12 @@ class Node:
                 if term is None:
                     break
                 async with term:  # leaving the term's context is the step-down
-                    reason = await self._lead(term)
-                    await self._step_down(reason, release=reason in _RELEASING, term=term)
+                    reason = "shutdown"  # also when cancelled while leading: hand the lease back
+                    try:
+                        reason = await self._lead(term)
+                    finally:
+                        await self._step_down(reason, release=reason in _RELEASING, term=term)
         finally:
-            term = self._term
-            if term is not None:  # cancelled while leading: the context has closed the term
-                await self._step_down("shutdown", release=True)
             self.roles.to(Role.STOPPED)
             notify("STOPPING=1")
 

@@ -195,3 +195,17 @@ def test_a_lease_lost_while_loading_goes_back_to_standby() -> None:
         assert h.writers == []
 
     run(scenario)
+
+
+def test_a_leader_whose_loop_is_cancelled_still_hands_the_lease_back() -> None:
+    async def scenario(h: Harness) -> None:
+        await h.first_turn()
+        assert h.task is not None
+        h.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(h.task, 5)
+        agree(h, Role.STOPPED)
+        assert h.lease.row_holder is None and h.lease.releases == 1
+        assert h.writers[0].closed
+
+    run(scenario)
