@@ -266,6 +266,7 @@ class Node:
     async def _lead(self, term: LeaderTerm) -> str:
         """Leader turns until the term must end; returns why."""
         self._became_leader(term)
+        await self._refresh_leader_record()  # so /status names this node as the holder at once
         while True:
             await self._turn_done(None, self._until_next_renew())
             if term.ended.is_set():
