@@ -16,6 +16,7 @@ served from the installed ``luigi`` package).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -27,6 +28,7 @@ from aiohttp import web
 
 from scheduler import audit
 from scheduler.core import RPC_METHODS, Scheduler
+from scheduler.core.errors import InvalidArgument
 from scheduler.http_input import BadInput, decode_data
 from scheduler.node import Node, NotLeader, RequestFailed
 from scheduler.static_files import static_handler
@@ -130,6 +132,8 @@ async def api(request: web.Request) -> web.StreamResponse:
     code = 200
     try:
         arguments = _bind(method, await _read_arguments(request))
+        if method in STREAMED_READS:
+            return await _listing(request, node, STREAMED_READS[method], arguments)
         result = await node.call(method, arguments, audit=audit.record(request, method, arguments))
         return web.Response(text=_json_dumps({"response": result}), content_type="application/json")
     except web.HTTPException as exc:
@@ -143,7 +147,7 @@ async def api(request: web.Request) -> web.StreamResponse:
     except RequestFailed as exc:
         code = 500
         return json_error(500, str(exc))
-    except ValueError as exc:  # the core's InvalidArgument: the request named bad values
+    except InvalidArgument as exc:  # the request named bad values; the core changed nothing
         code = 400
         return json_error(400, str(exc))
     finally:
@@ -152,12 +156,54 @@ async def api(request: web.Request) -> web.StreamResponse:
             node.metrics.rpc_errors.labels(method=method, code=str(code)).inc()
 
 
+#: Reads whose answer can be the whole state: the core builds their JSON in pieces
+#: (``Scheduler.task_list_chunks``), so one big listing never holds the event loop for long.
+STREAMED_READS = {"task_list": "task_list_chunks"}
+
+
+async def _listing(request: web.Request, node: Node, method: str, arguments: dict[str, Any]) -> web.StreamResponse:
+    """Build a listing's reply piece by piece, letting the loop serve other requests in between.
+
+    Requests served between pieces may change tasks not yet listed; the reply goes out only
+    after a zero-effect read (``status_counts``) through ``node.call`` has waited, as every
+    read does, for whatever it may have seen to be committed. It is sent in pieces too (HTTP
+    chunked encoding): joining and encoding tens of megabytes at once would stall the loop.
+    """
+    pieces = await node.call(method, arguments)
+    parts = [b'{"response":']
+    for piece in pieces:
+        if piece:
+            parts.append(piece.encode())
+        await asyncio.sleep(0)
+    parts.append(b"}")
+    await node.call("status_counts", {})
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        batch.append(part)
+        size += len(part)
+        if size >= _WRITE_BYTES:
+            await response.write(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        await response.write(b"".join(batch))
+    await response.write_eof()
+    return response
+
+
+#: Bytes per write of a streamed listing (each write copies them once).
+_WRITE_BYTES = 256 * 1024
+
+
 async def leader(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    body = {"node_id": node.node_id, "leader": node.is_leader, "leader_id": node.leader_hint()}
+    leading = node.is_leader  # read once: the status code and the body must agree
+    body = {"node_id": node.node_id, "leader": leading, "role": node.role.value, "leader_id": node.leader_hint()}
     if request.method == "HEAD":
-        return web.Response(status=200 if node.is_leader else 503)
-    return web.json_response(body, status=200 if node.is_leader else 503)
+        return web.Response(status=200 if leading else 503)
+    return web.json_response(body, status=200 if leading else 503)
 
 
 async def healthz(request: web.Request) -> web.Response:

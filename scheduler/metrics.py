@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from scheduler.roles import Role
+
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -101,6 +103,23 @@ class _DatabaseCollector:
         yield since
 
 
+class _RoleCollector:
+    """``luigi_ha_role{role=...}``: 1 for the node's current role, 0 for the others.
+
+    Read at scrape time from the node's role model, the same one ``/status`` and ``/leader`` read.
+    """
+
+    def __init__(self) -> None:
+        self.read: Callable[[], str | None] = lambda: None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        current = self.read()
+        family = GaugeMetricFamily("luigi_ha_role", "1 for the role this node is in", labels=["role"])
+        for role in (r.value for r in Role):
+            family.add_metric([role], 1.0 if role == current else 0.0)
+        yield family
+
+
 class NodeMetrics:
     """The node's registry plus the metrics-collector hooks the scheduling core calls.
 
@@ -147,9 +166,15 @@ class NodeMetrics:
         self.load_seconds = Gauge("luigi_ha_takeover_load_seconds", "Time to load the state at the last takeover",
                                   registry=r)
         r.register(_StateCollector(read_counts))
+        self._roles = _RoleCollector()
+        r.register(self._roles)
         self.database = _DatabaseCollector()
         r.register(self.database)
         self._series: dict[tuple[int, str], Any] = {}
+
+    def watch_role(self, read: Callable[[], str | None]) -> None:
+        """Where ``luigi_ha_role`` reads the node's current role."""
+        self._roles.read = read
 
     def _child(self, metric: Counter | Gauge | Histogram, label: str) -> Any:
         """``metric.labels(label)``, looked up once per metric and label value.

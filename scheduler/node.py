@@ -1,47 +1,55 @@
-"""One scheduler node: its role (standby or leader), the committer, and group commit.
+"""One scheduler node: the HA loop that decides its role, and the RPC entry point.
 
 The node is where the three pure-ish parts meet: the lease (who may write), the core (what the
 state is) and the store (where it is durable). It owns these rules:
 
 * **Only the leader has state.** A standby holds no task state at all. On winning the lease it
-  loads the whole state from the database, gives every known worker a fresh
+  loads the whole state from the database (role ``loading``), gives every known worker a fresh
   ``worker_disconnect_delay`` grace period, and only then serves.
-* **Group commit, nothing acknowledged before it is durable.** An RPC runs on the core at once
-  (the core is in-memory and the event loop runs one RPC at a time, as luigid's tornado thread
-  does), then waits for the commit round that persists what it changed or saw. One committer
-  writes rounds back to back, each in ONE fenced transaction: everything the core changed while
-  the previous round was committing goes into the next one, so the rounds grow with the load
-  and no RPC waits for more than the round in flight plus its own.
+* **Nothing acknowledged before it is durable**: each RPC waits for the commit round of its
+  leadership term (:mod:`scheduler.term`) that persists what it changed or saw.
 * **When in doubt, step down.** A failed commit, a fenced-out write, a failed renewal or a renew
-  deadline that passed: the node stops answering the task API at once, drops its in-memory state
-  (memory may be ahead of the database) and becomes a standby again; clients retry elsewhere.
+  deadline that passed: the term ends, its in-memory state is dropped (memory may be ahead of the
+  database) and the node becomes a standby again; clients retry elsewhere.
 
 The HA loop follows the shape of Patroni's ``run_cycle``: each turn reads the lease, decides, acts
-and logs one decision.
+and logs one decision. A term is an async context (:class:`scheduler.term.LeaderTerm`) entered on
+winning and loading, left on stepping down, so its tasks and waiters can never outlive it. The
+role is kept by one :class:`scheduler.roles.RoleModel`, which every reader asks. Time comes from
+an injected clock, and the wait between turns from an injected ``pause``, so the loop's
+decisions are tested offline on a fake lease (tests/unit/node/).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
-from lease import FencedOut, LeaderLease
+from lease import LeaderLease
 from lease.primary import HostTracker, tracker_of
 from lease.retry import Backoff
+from scheduler.core.errors import InvalidArgument
 from scheduler.metrics import NodeMetrics
+from scheduler.roles import Role, RoleModel
 from scheduler.sdnotify import notify
-from scheduler.store.writer import BatchWriter, open_writer
+from scheduler.store.writer import open_writer
+from scheduler.term import LeaderTerm, NotLeader
+
+__all__ = ["Node", "NotLeader", "RequestFailed", "Role", "node_of"]
 
 STANDBY_POLL = 0.2  # seconds between takeover attempts: a released lease is taken in well under 1 s
 SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take the lease first
 STARTUP_MARGIN = 1.0  # a (re)starting node lets running standbys have a held lease first
+
+# The term ends with these reasons by this node's own choice: it hands the lease back at once.
+_RELEASING = frozenset({"switchover", "shutdown"})
+
+_Term = LeaderTerm  # the name the group-commit tests use
 
 
 def node_of(holder: str) -> str:
@@ -50,42 +58,14 @@ def node_of(holder: str) -> str:
     return parts[0] if len(parts) == 3 else holder
 
 
-class Role(enum.Enum):
-    STANDBY = "standby"
-    LEADER = "leader"
-    STOPPED = "stopped"
-
-
-class NotLeader(Exception):
-    """This node does not hold the write role; the HTTP layer answers 503 naming the leader."""
-
-    def __init__(self, message: str, leader: str | None = None) -> None:
-        super().__init__(message)
-        self.leader = leader
-
-
 class RequestFailed(Exception):
     """An RPC raised inside the core for a reason other than bad input (answered as 500 JSON)."""
 
 
-@dataclass
-class _Term:
-    """One leadership term: the state, its writer and the commit rounds that live as long as it.
-
-    ``next_round`` holds the RPCs waiting for the round that will take the core's current
-    changes; ``this_round`` those waiting for the round being committed right now (None when no
-    commit is in flight).
-    """
-
-    epoch: int
-    core: Any
-    writer: BatchWriter
-    next_round: list[asyncio.Future[None]] = field(default_factory=list)
-    this_round: list[asyncio.Future[None]] | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    audit: list[dict[str, Any]] = field(default_factory=list)  # records for the next round
+async def _pause(seconds: float, stopping: asyncio.Event) -> None:
+    """Wait between two turns of the HA loop; return early when the node is stopping."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
 class Node:
@@ -103,6 +83,9 @@ class Node:
         prune_interval: float = 60.0,
         public_url: str | None = None,
         log: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float, asyncio.Event], Awaitable[None]] = _pause,
+        writer_factory: Callable[[Any, Any], Any] = open_writer,
     ) -> None:
         self.node_id = node_id
         self.public_url = public_url
@@ -113,40 +96,51 @@ class Node:
         self._renew_interval = renew_interval
         self._prune_interval = prune_interval
         self.log = log or structlog.get_logger("luigi_ha").bind(node_id=node_id)
-        self.role = Role.STANDBY
-        self._term: _Term | None = None
+        self._clock = clock
+        self._pause = pause
+        self._writer_factory = writer_factory
+        self.roles = RoleModel(lease.is_held, self._role_changed)
+        self._term: LeaderTerm | None = None
         self._stopping = asyncio.Event()
         self._hold_off_until = 0.0
-        self._last_db_ok = 0.0
+        self._last_db_ok = float("-inf")
         self._last_renew_ok: float | None = None
         self._leader_record: Any = None
         self._ready_sent = False
         self.takeover_load_seconds: float | None = None
-        # Computed at scrape time, so a stalled renew loop shows up in the metric.
+        # Read at scrape time from the role model, so the metrics can never disagree with /leader.
         self.metrics.since_renew.set_function(self._seconds_since_renew)
+        self.metrics.is_leader.set_function(lambda: 1.0 if self.is_leader else 0.0)
+        self.metrics.lease_epoch.set_function(self._leading_epoch)
+        self.metrics.watch_role(lambda: self.roles.current().value)
         # Where the node writes (host, primary, reconnects, last commit) and how long a standby
         # waits between attempts while the database cannot be reached.
         engine = getattr(store, "engine", None)
         self._database: HostTracker | None = tracker_of(engine) if engine is not None else None
         if self._database is not None:
-            self.metrics.database.watch(self._database, lambda: self.role is Role.LEADER)
+            self.metrics.database.watch(self._database, lambda: self.is_leader)
         self._db_backoff = Backoff()
         self._db_wait = STANDBY_POLL
 
     # -- public surface used by the HTTP layer ----------------------------------------------
 
     @property
+    def role(self) -> Role:
+        return self.roles.current()
+
+    @property
     def is_leader(self) -> bool:
         """True only while we lead AND our own monotonic renew deadline has not passed.
 
         Checked on every request, so a leader whose renewals stall stops serving at its deadline
-        even if the HA loop itself is stuck.
+        even if the HA loop itself is stuck (the role model reads the lease).
         """
-        return self.role is Role.LEADER and self._term is not None and self._lease.is_held()
+        term = self._term
+        return term is not None and term.open and self.roles.serves_writes
 
     @property
     def db_reachable(self) -> bool:
-        return time.monotonic() - self._last_db_ok < max(3 * self._renew_interval, 2.0)
+        return self._clock() - self._last_db_ok < max(3 * self._renew_interval, 2.0)
 
     def leader_hint(self) -> str | None:
         """The node id of the current lease holder (holder ids are ``node:pid:random``)."""
@@ -158,7 +152,11 @@ class Node:
     def _seconds_since_renew(self) -> float:
         if self._last_renew_ok is None or not self.is_leader:
             return 0.0
-        return time.monotonic() - self._last_renew_ok
+        return self._clock() - self._last_renew_ok
+
+    def _leading_epoch(self) -> float:
+        term = self._term
+        return float(term.epoch) if term is not None and self.is_leader else 0.0
 
     def status_counts(self) -> dict[str, int] | None:
         term = self._term
@@ -166,11 +164,13 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         record = self._leader_record
+        term = self._term
+        leading = self.is_leader
         return {
             "node_id": self.node_id,
             "url": self.public_url,
-            "role": Role.LEADER.value if self.is_leader else self.role.value,
-            "epoch": self._term.epoch if self._term is not None else None,
+            "role": self.roles.current().value,
+            "epoch": term.epoch if term is not None else None,
             "lease": None
             if record is None
             else {
@@ -182,7 +182,7 @@ class Node:
             },
             "database_reachable": self.db_reachable,
             "database": self._database.describe() if self._database is not None else None,
-            "seconds_since_renew": round(self._seconds_since_renew(), 3) if self.is_leader else None,
+            "seconds_since_renew": round(self._seconds_since_renew(), 3) if leading else None,
             "takeover_load_seconds": self.takeover_load_seconds,
             "tasks": self.status_counts(),
         }
@@ -190,12 +190,13 @@ class Node:
     async def call(self, method: str, kwargs: dict[str, Any], audit: dict[str, Any] | None = None) -> Any:
         """Run one RPC on the core; return once everything it changed or saw is committed.
 
+        ``audit``, when given, is committed in the same fenced round as what the call changed.
+
         :raises NotLeader: not the leader, or leadership was lost before the commit (the RPC
             may or may not have been persisted: every RPC is safe to repeat on the next leader).
-        :raises ValueError: bad arguments (the core changed nothing).
-        :raises RequestFailed: the core raised for another reason.
-
-        ``audit``, when given, is committed in the same fenced round as what the call changed.
+        :raises InvalidArgument: bad arguments (the core validates before it changes anything).
+        :raises RequestFailed: the core raised for another reason; raised only once whatever the
+            RPC may have changed before it raised is durable (or the term has ended).
         """
         term = self._term
         if term is None or not self.is_leader:
@@ -204,33 +205,15 @@ class Node:
             result = getattr(term.core, method)(**kwargs)
             if audit is not None:
                 term.audit.append(audit)
-        except ValueError:  # InvalidArgument is a ValueError: bad input, nothing changed
+        except InvalidArgument:
             raise
         except Exception as exc:
             self.log.exception("rpc_raised", method=method)
             failure = RequestFailed(f"{method} failed: {type(exc).__name__}: {exc}")
-            await self._durable(term)
+            await term.durable()
             raise failure from exc
-        await self._durable(term)
+        await term.durable()
         return result
-
-    async def _durable(self, term: _Term) -> None:
-        """Wait until the state this RPC changed or read is committed.
-
-        Uncommitted changes (ours or anyone's, which we may have read) go into the next round;
-        with none, only the round in flight can hold something we read; with neither, the state
-        we saw is already durable and the answer goes out at once (a ping, most reads).
-        """
-        if term.core.has_changes() or term.audit:
-            waiters = term.next_round
-            term.wake.set()
-        elif term.this_round is not None:
-            waiters = term.this_round
-        else:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters.append(future)
-        await future
 
     async def audit_records(self, limit: int = 100) -> list[dict[str, Any]]:
         """The durable audit trail, newest first (any node can read it)."""
@@ -250,8 +233,7 @@ class Node:
         term = self._term
         if audit is not None and term is not None:
             term.audit.append(audit)
-            await self._durable(term)
-        self._hold_off_until = time.monotonic() + SWITCHOVER_HOLD_OFF
+            await term.durable()
         await self._step_down("switchover", release=True)
         return True
 
@@ -266,20 +248,50 @@ class Node:
         await self._yield_to_running_standbys()
         try:
             while not self._stopping.is_set():
-                decision = await self._cycle()
-                if decision:
-                    self.log.info("ha_decision", decision=decision)
-                if not self._ready_sent:
-                    self._ready_sent = notify("READY=1", f"STATUS={self.role.value}")
-                self._watchdog()
-                interval = self._until_next_renew() if self.role is Role.LEADER else self._db_wait
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+                term = await self._campaign()
+                if term is None:
+                    break
+                async with term:  # leaving the term's context is the step-down
+                    reason = "shutdown"  # also when cancelled while leading: hand the lease back
+                    try:
+                        reason = await self._lead(term)
+                    finally:
+                        await self._step_down(reason, release=reason in _RELEASING, term=term)
         finally:
-            if self.role is Role.LEADER:
-                await self._step_down("shutdown", release=True)
-            self.role = Role.STOPPED
+            self.roles.to(Role.STOPPED)
             notify("STOPPING=1")
+
+    async def _turn_done(self, decision: str | None, interval: float) -> None:
+        if decision:
+            self.log.info("ha_decision", decision=decision)
+        if not self._ready_sent:
+            self._ready_sent = notify("READY=1", f"STATUS={self.roles.current().value}")
+        self._watchdog()
+        await self._pause(interval, self._stopping)
+
+    async def _campaign(self) -> LeaderTerm | None:
+        """Standby (or holding off) turns until a term is won and loaded; None once stopping."""
+        while not self._stopping.is_set():
+            decision, term = await self.standby_cycle()
+            if term is not None:
+                return term
+            await self._turn_done(decision, self._db_wait)
+        return None
+
+    async def _lead(self, term: LeaderTerm) -> str:
+        """Leader turns until the term must end; returns why."""
+        self._became_leader(term)
+        await self._refresh_leader_record()  # so /status names this node as the holder at once
+        while True:
+            await self._turn_done(None, self._until_next_renew())
+            if term.ended.is_set():
+                return term.end_reason or "term_ended"
+            if self._stopping.is_set():
+                return "shutdown"
+            decision = await self.leader_cycle(term)
+            if decision is not None:
+                self.log.info("ha_decision", decision=decision)
+                return "renew_deadline_passed"
 
     async def _yield_to_running_standbys(self) -> None:
         """A leader restarted after a crash does not race the standbys for its old lease.
@@ -287,34 +299,39 @@ class Node:
         Without this, a leader restarted by systemd right after a crash would compete with the
         standby at the moment its dead incarnation's lease expires, and win about half the time:
         leadership would go back to the node that just crashed. When the lease still names this
-        node, we wait until it expires plus a margin in which the standbys (who poll every
+        node, we hold off until it expires plus a margin in which the standbys (who poll every
         ``STANDBY_POLL``) take it first. A single node simply takes it back after the margin.
         """
         await self._refresh_leader_record()
         record = self._leader_record
         if record is not None and record.holder is not None and node_of(record.holder) == self.node_id:
             wait = max(0.0, record.remaining) + STARTUP_MARGIN
-            self._hold_off_until = time.monotonic() + wait
+            self._hold_off(wait)
             self.log.info("yielding_to_standbys", holder=record.holder, seconds=round(wait, 3))
 
-    async def _cycle(self) -> str | None:
-        if self.role is Role.LEADER:
-            return await self._renew()
-        if time.monotonic() < self._hold_off_until:
-            return None
+    def _hold_off(self, seconds: float) -> None:
+        self._hold_off_until = self._clock() + seconds
+        self.roles.to(Role.HOLDING_OFF)
+
+    async def standby_cycle(self) -> tuple[str | None, LeaderTerm | None]:
+        """One standby turn: (the decision to log, a loaded term when the lease was won)."""
+        if self.roles.recorded is Role.HOLDING_OFF:
+            if self._clock() < self._hold_off_until:
+                return None, None
+            self.roles.to(Role.STANDBY)
         try:
             epoch = await asyncio.to_thread(self._lease.try_acquire)
-            self._last_db_ok = time.monotonic()
+            self._last_db_ok = self._clock()
         except Exception as exc:  # the database is unreachable: stay standby, keep trying
             self.log.warning("lease_acquire_failed", error=str(exc))
             self._database_failed()
-            return None
+            return None, None
         if epoch is None:
             if await self._refresh_leader_record():
                 self._database_ok()
             else:  # no primary reachable (try_acquire swallows that): look again after a backoff
                 self._database_failed()
-            return None
+            return None, None
         self._database_ok()
         return await self._take_over(epoch)
 
@@ -337,34 +354,32 @@ class Node:
     async def _refresh_leader_record(self) -> bool:
         try:
             self._leader_record = await asyncio.to_thread(self._lease.read)
-            self._last_db_ok = time.monotonic()
+            self._last_db_ok = self._clock()
             return True
         except Exception as exc:
             self.log.warning("lease_read_failed", error=str(exc))
             return False
 
-    async def _renew(self) -> str | None:
-        started = time.monotonic()
+    async def leader_cycle(self, term: LeaderTerm) -> str | None:
+        """One leader turn: renew; a decision (the term must end) once the deadline has passed."""
+        started = self._clock()
         try:
             ok = await asyncio.to_thread(self._lease.renew)
         except Exception as exc:
             ok = False
             self.log.warning("lease_renew_failed", error=str(exc))
-        self.metrics.renew_seconds.observe(time.monotonic() - started)
+        self.metrics.renew_seconds.observe(self._clock() - started)
         if ok:
-            self._last_db_ok = self._last_renew_ok = time.monotonic()
+            self._last_db_ok = self._last_renew_ok = self._clock()
             await self._refresh_leader_record()
-            if self._lease.is_held():
-                return None
-        if not self._lease.is_held():
-            await self._step_down("renew_deadline_passed")
-            return "stepped down: could not renew the lease before the renew deadline"
-        if not ok:
-            return None  # a failed renewal with deadline left: try again next cycle
-        return None
+        if self._lease.is_held():
+            return None  # renewed, or a failed renewal with deadline left: try again next turn
+        self.roles.to(Role.LEADER_EXPIRED)
+        return "stepped down: could not renew the lease before the renew deadline"
 
-    async def _take_over(self, epoch: int) -> str:
-        started = time.monotonic()
+    async def _take_over(self, epoch: int) -> tuple[str, LeaderTerm | None]:
+        self.roles.to(Role.LOADING)
+        started = self._clock()
         loading = asyncio.ensure_future(asyncio.to_thread(self._load_core))
         # Keep renewing while a large state loads: a load longer than the renew deadline would
         # otherwise lose the lease every time and no node would ever finish taking over.
@@ -378,25 +393,38 @@ class Node:
             self.log.error("takeover_load_failed", epoch=epoch, error=str(exc))
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._lease.release)
-            return f"lease won at epoch {epoch} but loading the state failed; released it"
-        self.takeover_load_seconds = round(time.monotonic() - started, 4)
+            self.roles.to(Role.STANDBY)
+            return f"lease won at epoch {epoch} but loading the state failed; released it", None
+        self.takeover_load_seconds = round(self._clock() - started, 4)
         if not self._lease.is_held():
-            return f"lease won at epoch {epoch} but lost it while loading the state"
-        self._last_db_ok = self._last_renew_ok = time.monotonic()
-        term = _Term(epoch=epoch, core=core, writer=open_writer(self._store, self._lease))
+            self.roles.to(Role.STANDBY)
+            return f"lease won at epoch {epoch} but lost it while loading the state", None
+        self._last_db_ok = self._last_renew_ok = self._clock()
+        term = LeaderTerm(
+            epoch=epoch,
+            core=core,
+            writer=self._writer_factory(self._store, self._lease),
+            lease=self._lease,
+            metrics=self.metrics,
+            log=self.log,
+            clock=self._clock,
+            prune_interval=self._prune_interval,
+            on_end=self._term_ended,
+        )
+        return f"took over as leader at epoch {epoch}", term
+
+    def _became_leader(self, term: LeaderTerm) -> None:
+        """Called inside the term's context: from here on the node serves."""
         self._term = term
-        self.role = Role.LEADER
-        term.tasks.append(asyncio.create_task(self._committer(term), name=f"committer-{epoch}"))
-        term.tasks.append(asyncio.create_task(self._pruner(term), name=f"pruner-{epoch}"))
-        self.metrics.is_leader.set(1)
-        self.metrics.lease_epoch.set(epoch)
+        self.roles.to(Role.LEADER)
         self.metrics.takeovers.inc()
-        self.metrics.load_seconds.set(self.takeover_load_seconds)
-        await self._refresh_leader_record()
-        notify(f"STATUS=leader (epoch {epoch})")
-        counts = core.status_counts()
-        self.log.info("became_leader", epoch=epoch, load_seconds=self.takeover_load_seconds, tasks=sum(counts.values()))
-        return f"took over as leader at epoch {epoch} with {sum(counts.values())} tasks"
+        if self.takeover_load_seconds is not None:
+            self.metrics.load_seconds.set(self.takeover_load_seconds)
+        notify(f"STATUS=leader (epoch {term.epoch})")
+        counts = term.core.status_counts()
+        tasks = sum(counts.values())
+        self.log.info("became_leader", epoch=term.epoch, load_seconds=self.takeover_load_seconds, tasks=tasks)
+        self.log.info("ha_decision", decision=f"took over as leader at epoch {term.epoch} with {tasks} tasks")
 
     def _load_core(self) -> Any:
         """Read the whole state and build a core from it (runs in a worker thread)."""
@@ -408,134 +436,49 @@ class Node:
     async def _renew_during_load(self) -> None:
         try:
             if await asyncio.to_thread(self._lease.renew):
-                self._last_db_ok = self._last_renew_ok = time.monotonic()
+                self._last_db_ok = self._last_renew_ok = self._clock()
         except Exception as exc:
             self.log.warning("lease_renew_failed", error=str(exc), during="takeover_load")
 
-    async def _step_down(self, reason: str, *, release: bool = False) -> None:
-        term = self._term
+    async def _step_down(self, reason: str, *, release: bool = False, term: LeaderTerm | None = None) -> None:
+        """End the current term (or ``term``): stop serving, close it, hand back the lease if asked.
+
+        Safe to call more than once and from anywhere (the HA loop, a switchover, a test): the
+        first call closes the term, the others wait for that.
+        """
+        term = term or self._term
         if term is None:
             return
-        self._term = None
-        self.role = Role.STANDBY
-        if release:
-            # Graceful: let an in-flight commit finish and answer its clients before handing over.
-            async with term.commit_lock:
-                pass
-        self.metrics.is_leader.set(0)
-        self.metrics.lease_epoch.set(0)
-        self.metrics.stepdowns.labels(reason=reason).inc()
-        current = asyncio.current_task()
-        cancelled = [task for task in term.tasks if task is not current]
-        for task in cancelled:
-            task.cancel()
-        self._fail_waiters(term, reason)
-        # A commit cut short drops its own connection as it unwinds; then the writer is closed.
-        await asyncio.gather(*cancelled, return_exceptions=True)
-        term.writer.close()
+        first = not term.closed
+        term.end(reason)  # -> _term_ended: the node stops serving at once
+        # Graceful: let an in-flight commit finish and answer its clients before handing over.
+        await term.close(reason, graceful=release)
+        if not first:
+            return
         if release:
             try:
                 await asyncio.to_thread(self._lease.release)
             except Exception as exc:
                 self.log.warning("lease_release_failed", error=str(exc))
-        notify(f"STATUS=standby ({reason})")
-        self.log.warning("stepped_down", reason=reason, epoch=term.epoch)
+        notify(f"STATUS={self.roles.current().value} ({term.end_reason})")
+        self.log.warning("stepped_down", reason=term.end_reason, epoch=term.epoch)
 
-    @staticmethod
-    def _fail_waiters(term: _Term, reason: str) -> None:
-        for waiters in (term.this_round or [], term.next_round):
-            _fail(waiters, f"leadership lost ({reason}); retry")
-        term.next_round = []
+    def _term_ended(self, term: LeaderTerm, reason: str) -> None:
+        """The moment a term ends (called once by the term, synchronously): stop serving."""
+        if self._term is not term:
+            return
+        self._term = None
+        if reason == "switchover":
+            self._hold_off_until = self._clock() + SWITCHOVER_HOLD_OFF
+            self.roles.to(Role.HOLDING_OFF)
+        else:
+            self.roles.to(Role.STANDBY)
+        self.metrics.stepdowns.labels(reason=reason).inc()
+
+    def _role_changed(self, old: Role, new: Role) -> None:
+        self.log.info("role_changed", old=old.value, new=new.value)
 
     def _watchdog(self) -> None:
         """Feed systemd's watchdog only while we are healthy: a leader that cannot renew is not."""
-        if self.role is not Role.LEADER or self._lease.is_held():
+        if self.roles.recorded is not Role.LEADER or self._lease.is_held():
             notify("WATCHDOG=1")
-
-    # -- the committer ----------------------------------------------------------------------
-
-    async def _pruner(self, term: _Term) -> None:
-        while True:
-            await asyncio.sleep(self._prune_interval)
-            try:
-                term.core.prune()
-            except Exception:
-                self.log.exception("prune_raised")
-            if term.core.has_changes():
-                term.wake.set()
-
-    async def _committer(self, term: _Term) -> None:
-        """Commit rounds back to back while anything waits; step down when a commit fails.
-
-        Each round is one durable commit of everything the core changed while the previous one
-        was committing, so the rounds grow with the load and a lone client never waits for
-        company. (Holding a round back for the clients just answered saved commits but no
-        time once the commit ran on the event loop, so there is no such wait.)
-        """
-        while self._term is term:
-            await term.wake.wait()
-            term.wake.clear()
-            if not term.next_round and not term.core.has_changes() and not term.audit:
-                continue
-            async with term.commit_lock:
-                failure = await self._commit_round(term)
-            if failure is not None:
-                await self._step_down(failure)
-                return
-
-    async def _commit_round(self, term: _Term) -> str | None:
-        """Persist (fenced) what the core changed and answer the round; a step-down reason if not.
-
-        The answers go out first. The round's log lines and metrics are scheduled behind the
-        clients' handlers, so they run while the next round is already in the database's hands
-        instead of delaying every reply of this one (about 0.1 ms a round on a busy loop).
-        """
-        changes = term.core.take_changes()
-        changes.audit, term.audit = term.audit, []
-        waiters, term.next_round = term.next_round, []
-        term.this_round = waiters
-        elapsed: float | None = None
-        try:
-            if not changes.empty:
-                if not self._lease.is_held():
-                    _fail(waiters, "not committed: renew deadline passed before commit; retry")
-                    return "renew_deadline_passed"
-                started = time.monotonic()
-                try:
-                    await term.writer.apply(changes, term.epoch)
-                except FencedOut as exc:
-                    _fail(waiters, "not committed: fenced out by a newer leader; retry")
-                    self.log.error("write_fenced_out", epoch=term.epoch, error=str(exc))
-                    return "fenced_out"
-                except asyncio.CancelledError:
-                    # Stepped down mid-commit: the outcome is unknown to us, so the clients retry.
-                    _fail(waiters, "leadership lost during commit; retry")
-                    raise
-                except Exception as exc:
-                    _fail(waiters, "not committed: commit failed; retry")
-                    self.log.error("commit_failed", epoch=term.epoch, error=str(exc))
-                    return "commit_failed"
-                elapsed = time.monotonic() - started
-        finally:
-            term.this_round = None
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
-        asyncio.get_running_loop().call_soon(self._account_round, len(waiters), elapsed, changes.events)
-        return None
-
-    def _account_round(self, answered: int, elapsed: float | None, events: list[dict[str, Any]]) -> None:
-        """Metrics and log lines of one committed round (``elapsed`` None: nothing to write)."""
-        self.metrics.commit_batch.observe(answered)
-        if elapsed is not None:
-            self.metrics.commit_seconds.observe(elapsed)
-        for event in events:
-            self.log.info(
-                "task_status", task_id=event.get("task_id"), status=event.get("status"), worker=event.get("worker")
-            )
-
-
-def _fail(waiters: list[asyncio.Future[None]], why: str) -> None:
-    for future in waiters:
-        if not future.done():
-            future.set_exception(NotLeader(why))

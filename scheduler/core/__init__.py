@@ -6,7 +6,8 @@ what ``take_changes()`` reports, and rebuilds it with ``restore()`` after a take
 
 from .changes import Changes, Snapshot
 from .errors import InvalidArgument
+from .replica import FeedBatch
 from .scheduler import RPC_METHODS, Scheduler
 from .settings import SchedulerSettings
 
-__all__ = ["Changes", "InvalidArgument", "RPC_METHODS", "Scheduler", "SchedulerSettings", "Snapshot"]
+__all__ = ["Changes", "FeedBatch", "InvalidArgument", "RPC_METHODS", "Scheduler", "SchedulerSettings", "Snapshot"]

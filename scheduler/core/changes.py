@@ -54,6 +54,9 @@ class Snapshot:
     tasks: list[Any] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, object] = field(default_factory=dict)
+    #: The store's commit sequence this state is at (``Store.load_all`` sets it; 0: unknown). A
+    #: standby that restored it follows the feed from there (``scheduler.follower``).
+    seq: int = 0
 
 
 class ChangeLog:

@@ -6,15 +6,27 @@ the page shows reflects dead workers and expired retries.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 from . import graph
 from . import validation as check
 from .constants import DISABLED, DONE, FAILED, PENDING, RUNNING, WORKER_STATE_ACTIVE, WORKER_STATE_DISABLED
 from .entities import Task, Worker
 from .rpc_reporting import ReportingRPCs
-from .serialize import task_json
+from .serialize import dumps_json, task_json
+
+#: Tasks serialised per piece of ``task_list_chunks``: 1-2 ms of work each on a busy 2-CPU VM.
+LISTING_CHUNK = 50
+
+
+class _ListQuery(NamedTuple):
+    status: str
+    upstream_status: str
+    limit: bool
+    search: bool
+    terms: list[str]
+    cap: int
 
 
 class AdminRPCs(ReportingRPCs):
@@ -40,6 +52,70 @@ class AdminRPCs(ReportingRPCs):
         The early "too many" answer is O(1) from the status index and skips the prune, as in
         luigid.  ``max_shown_tasks`` 0 or null means the configured cap.
         """
+        query = self._task_list_query(status, upstream_status, limit, search, max_shown_tasks)
+        early = self._task_list_early(query)
+        if early is not None:
+            return early
+        self._prune(self._now())
+        memo: dict[str, str] = {}
+        keeps = self._task_list_keeps
+        result = {task.id: self._json(task) for task in self._task_list_source(query) if keeps(task, query, memo)}
+        if query.limit and len(result) > query.cap:
+            return {"num_tasks": len(result)}
+        return result
+
+    def task_list_chunks(
+        self,
+        status: Any = "",
+        upstream_status: Any = "",
+        limit: Any = True,
+        search: Any = None,
+        max_shown_tasks: Any = None,
+        chunk: int = LISTING_CHUNK,
+        **kwargs: Any,
+    ) -> Iterator[str]:
+        """``task_list``'s answer as JSON text, in pieces of at most ``chunk`` tasks of work each.
+
+        The arguments are checked and the prune runs now; the listing itself happens as the
+        caller pulls pieces, so a caller on an event loop can serve other requests between
+        them (``"".join(pieces)`` is the JSON of ``task_list``'s answer; an empty piece only
+        marks a pause). Tasks are chosen when the first piece is pulled; a task changed by a
+        request served in between is shown as it is when its piece is built.
+        """
+        query = self._task_list_query(status, upstream_status, limit, search, max_shown_tasks)
+        early = self._task_list_early(query)
+        if early is not None:
+            return iter([dumps_json(early)])
+        self._prune(self._now())
+        return self._task_list_pieces(query, max(1, chunk))
+
+    def _task_list_pieces(self, query: _ListQuery, chunk: int) -> Iterator[str]:
+        tasks = list(self._task_list_source(query))
+        keeps = self._task_list_keeps
+        memo: dict[str, str] = {}
+        kept: list[Task] = []
+        if query.terms or query.upstream_status:
+            for start in range(0, len(tasks), chunk * 4):
+                kept.extend(task for task in tasks[start : start + chunk * 4] if keeps(task, query, memo))
+                yield ""
+        else:
+            kept = tasks
+        if query.limit and len(kept) > query.cap:
+            yield dumps_json({"num_tasks": len(kept)})
+            return
+        yield "{"
+        separator = ""
+        to_json = self._json
+        for start in range(0, len(kept), chunk):
+            text = dumps_json({task.id: to_json(task) for task in kept[start : start + chunk]})
+            if len(text) > 2:
+                yield separator + text[1:-1]
+                separator = ","
+        yield "}"
+
+    def _task_list_query(
+        self, status: Any, upstream_status: Any, limit: Any, search: Any, max_shown_tasks: Any
+    ) -> _ListQuery:
         m = "task_list"
         status = "" if status is None else check.text(m, "status", status)
         upstream_status = "" if upstream_status is None else check.text(m, "upstream_status", upstream_status)
@@ -48,30 +124,29 @@ class AdminRPCs(ReportingRPCs):
         if max_shown_tasks is not None and (isinstance(max_shown_tasks, bool) or not isinstance(max_shown_tasks, int)):
             raise check.fail(m, "max_shown_tasks", "an integer or null", max_shown_tasks)
         cap = max_shown_tasks or self.settings.max_shown_tasks
-        if not search:
-            count = len(self._by_status.get(status, ())) if status else len(self._tasks)
-            if limit and count > cap:
-                return {"num_tasks": -1 if upstream_status else count}
-        self._prune(self._now())
-
         terms = [term.casefold() for term in search.split()] if search else []
-        source = self._by_status.get(status, {}).values() if status else self._tasks.values()
-        memo: dict[str, str] = {}
-        result: dict[str, Any] = {}
-        for task in source:
-            if terms:
-                name = task.display_name.casefold()
-                if not all(term in name for term in terms):
-                    continue
-            if (
-                task.status != PENDING
-                or not upstream_status
-                or upstream_status == graph.upstream_status(self._tasks, task.id, memo)
-            ):
-                result[task.id] = self._json(task)
-        if limit and len(result) > cap:
-            return {"num_tasks": len(result)}
-        return result
+        return _ListQuery(status, upstream_status, limit, bool(search), terms, cap)
+
+    def _task_list_early(self, query: _ListQuery) -> dict[str, Any] | None:
+        if not query.search:
+            count = len(self._by_status.get(query.status, ())) if query.status else len(self._tasks)
+            if query.limit and count > query.cap:
+                return {"num_tasks": -1 if query.upstream_status else count}
+        return None
+
+    def _task_list_source(self, query: _ListQuery) -> Iterable[Task]:
+        return self._by_status.get(query.status, {}).values() if query.status else self._tasks.values()
+
+    def _task_list_keeps(self, task: Task, query: _ListQuery, memo: dict[str, str]) -> bool:
+        if query.terms:
+            name = task.display_name.casefold()
+            if not all(term in name for term in query.terms):
+                return False
+        return (
+            task.status != PENDING
+            or not query.upstream_status
+            or query.upstream_status == graph.upstream_status(self._tasks, task.id, memo)
+        )
 
     def task_search(self, task_str: Any, **kwargs: Any) -> dict[str, dict[str, Any]]:
         """Tasks whose id contains ``task_str`` (case-sensitive), grouped by status."""

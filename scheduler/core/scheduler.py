@@ -4,7 +4,8 @@ The class is assembled from single-purpose layers (each a module):
 
 ``bookkeeping`` (run/batch/timer indexes) -> ``state`` (storage, readiness, counters) ->
 ``transitions`` (status rules, prune) -> ``selection`` (choosing work) -> ``rpc_worker`` ->
-``rpc_reporting`` -> ``rpc_admin`` -> ``persistence`` (changes, snapshots, grace).
+``rpc_reporting`` -> ``rpc_admin`` -> ``persistence`` (changes, snapshots, grace) -> ``replica``
+(applying a standby's feed of committed rows).
 
 It performs no I/O, starts no threads and reads the time only through the injected clock, so
 the node can replay, test and persist it deterministically.  It is not thread-safe: the node
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .persistence import PersistenceAPI
+from .replica import ReplicaAPI
 from .settings import SchedulerSettings
 
 #: Every RPC name luigid 3.8.1 registers that the HTTP layer may dispatch to a method of the
@@ -65,7 +66,7 @@ RPC_METHODS: frozenset[str] = frozenset(
 )
 
 
-class Scheduler(PersistenceAPI):
+class Scheduler(ReplicaAPI):
     """A drop-in for ``luigi.scheduler.Scheduler`` with persistence hooks.
 
     ``Scheduler(clock=None, metrics=None, **settings)``: settings are luigid's ``[scheduler]``

@@ -8,11 +8,17 @@ Containers are copied so a reply never aliases live state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from .constants import DISABLED, RUNNING, UNKNOWN
 from .entities import Task
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text as the HTTP layer writes replies (``Infinity`` allowed, unknown types as text)."""
+    return json.dumps(value, allow_nan=True, default=str)
 
 
 def task_json(task: Task, *, send_messages: bool, deps: Iterable[str] | None = None) -> dict[str, Any]:

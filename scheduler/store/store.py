@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from lease import redact_url
 from scheduler.core.persistence import gc_paused
 from scheduler.core.validation import id_problem
-from scheduler.store import migrate
+from scheduler.store import feed, migrate
 from scheduler.store.codec import dumps, loads, loads_rows
 from scheduler.store.errors import StoreError, describe
 from scheduler.store.tables import (
@@ -42,6 +43,7 @@ from scheduler.store.tables import (
     meta,
     task_events,
     tasks,
+    tombstones,
     workers,
 )
 
@@ -138,6 +140,7 @@ class Store:
         self._upsert_meta = _upsert(dialect, meta)
         self._insert_events = sa.insert(task_events)
         self._insert_audit = sa.insert(audit_log)
+        self._upsert_tombstones = _upsert(dialect, tombstones)
         self._delete_tasks = tasks.delete().where(tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
         self._delete_workers = workers.delete().where(workers.c.worker_id.in_(sa.bindparam("ids", expanding=True)))
         # MariaDB sessions carry the lease's short max_statement_time; lift it for these two
@@ -202,6 +205,8 @@ class Store:
     def load_all(self, decode_task: Callable[[str | bytes], Any] = loads) -> Snapshot:
         """The whole durable state, as the core's ``Snapshot``, read in one consistent transaction.
 
+        ``Snapshot.seq`` is the commit sequence of that state: a standby follows the feed from it.
+
         ``decode_task`` turns each stored task row (its JSON text) into what ``Snapshot.tasks``
         holds: the row as a dict by default; a node passes its new core's ``task_decoder()``,
         which decodes straight into task objects. On PostgreSQL each row is decoded as soon as it
@@ -221,6 +226,7 @@ class Store:
                     if self._is_pg:
                         # The engine's statement timeout is sized for the lease, not for a big state.
                         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.load_timeout * 1000)}")
+                    seq, _pruned = feed.current(conn)
                     worker_data = self._texts(conn, self._sql_load_workers)
                     meta_items = conn.execute(sa.select(meta.c.key, meta.c.value)).all()
                     if self._is_pg:
@@ -236,6 +242,7 @@ class Store:
                     tasks=task_rows,
                     workers=loads_rows(worker_data),
                     meta={key: loads(value) for key, value in meta_items},
+                    seq=seq,
                 )
             except ValueError as exc:
                 raise StoreError(f"load_all failed on {redact_url(self.engine.url)}: {exc}") from exc
@@ -253,6 +260,22 @@ class Store:
         rows = result.cursor.fetchall()
         result.close()
         return [text for (text,) in rows]
+
+    def feed_seq(self) -> int:
+        """The newest committed sequence of the commit feed (:mod:`scheduler.store.feed`)."""
+        with self._errors("feed_seq"), self.engine.connect() as conn:
+            return feed.current(conn)[0]
+
+    def feed_after(self, seq: int, decode_task: Callable[[str | bytes], Any] = loads) -> feed.FeedRead:
+        """Everything committed after sequence ``seq``, read in one consistent snapshot.
+
+        ``decode_task`` as for :meth:`load_all`. See :class:`scheduler.store.feed.FeedRead`.
+        """
+        with self._errors("feed_after"), self.engine.connect() as conn:
+            if self._is_pg:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return feed.read_after(conn, seq, decode_task)
 
     def task_events(self, task_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The task's status history, newest first (insertion order, not clock order)."""
@@ -294,7 +317,9 @@ class Store:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def apply(self, changes: ChangesLike, *, epoch: int, fence: Fence | None = None) -> None:
+    def apply(
+        self, changes: ChangesLike, *, epoch: int, fence: Fence | None = None, prune_tombstones: bool = False
+    ) -> None:
         """Persist one group-commit batch in one transaction, or raise and persist none of it.
 
         ``fence(conn)`` runs first, inside the transaction: the lease locks its row in share mode
@@ -305,6 +330,10 @@ class Store:
 
         This is the portable path, a statement per table; the node's writer
         (:mod:`scheduler.store.writer`) sends the same rows as one script on PostgreSQL.
+
+        Right after the fence the round takes its commit sequence and stamps every row with it,
+        leaving tombstones for deletions (:mod:`scheduler.store.feed`); ``prune_tombstones``
+        also drops tombstones past their retention (the writer asks every ``PRUNE_EVERY`` rounds).
         """
         rows = batch_rows(changes, epoch)
         if rows.empty:
@@ -312,6 +341,9 @@ class Store:
         with self._errors("apply"), self.engine.begin() as conn:
             if fence is not None:
                 fence(conn)
+            self._stamp(conn, rows)
+            if prune_tombstones:
+                feed.prune(conn)
             if rows.tasks:
                 conn.execute(self._upsert_tasks, rows.tasks)
             for ids in _chunks(rows.task_deletes, DELETE_CHUNK):
@@ -326,6 +358,23 @@ class Store:
                 conn.execute(self._insert_events, rows.events)
             if rows.audit:
                 conn.execute(self._insert_audit, rows.audit)
+
+    def _stamp(self, conn: sa.Connection, rows: BatchRows) -> None:
+        """The feed's part of a round: its sequence on every row, a tombstone per deletion."""
+        seq = feed.next_seq(conn)
+        if self._is_pg:  # delivered at commit, as from the writer's script
+            conn.execute(feed.pg_notify_statement(), {"seq": str(seq)})
+        for row in rows.tasks:
+            row["commit_seq"] = seq
+        for row in rows.workers:
+            row["commit_seq"] = seq
+        for row in rows.meta:
+            row["commit_seq"] = seq
+        if rows.task_deletes or rows.worker_deletes:
+            now = time.time()
+            gone = feed.tombstone_rows(feed.TASK, rows.task_deletes, seq, now)
+            gone += feed.tombstone_rows(feed.WORKER, rows.worker_deletes, seq, now)
+            conn.execute(self._upsert_tombstones, gone)
 
 
 @dataclass
@@ -421,9 +470,7 @@ def _copy_unescaped(line: bytes) -> bytes:
     return _COPY_ESCAPE.sub(lambda m: _COPY_ESCAPES.get(m[1], m[1]), line)
 
 
-def _copy_decoded(
-    conn: sa.Connection, query: str, decode: Callable[[bytes], T]
-) -> tuple[list[T], ValueError | None]:
+def _copy_decoded(conn: sa.Connection, query: str, decode: Callable[[bytes], T]) -> tuple[list[T], ValueError | None]:
     """The one column ``query`` selects, each value decoded by ``decode``, read with COPY.
 
     Runs in the connection's current transaction. PostgreSQL sends COPY data one row per

@@ -24,6 +24,12 @@ Portability notes (PostgreSQL, MySQL/MariaDB, SQLite):
   time to about two minutes.
 * ``data`` is LONGTEXT on MySQL because TEXT stops at 64 KB and a task with many deps exceeds it.
 * The events id is INTEGER on SQLite, where only ``INTEGER PRIMARY KEY`` autoincrements.
+
+The committed-row feed (a standby follows the leader through it; :mod:`scheduler.store.feed`):
+``commit_seq`` on tasks, workers and meta is the commit sequence of the round that last wrote the row,
+taken from the one row of ``lh_feed`` that every fenced round increments; deleted or pruned
+tasks and workers leave a row in ``lh_tombstones`` with the sequence of the round that deleted
+them. ``lh_feed.pruned_seq``: every tombstone up to that sequence is gone.
 """
 
 from __future__ import annotations
@@ -80,7 +86,9 @@ tasks = sa.Table(
     sa.Column("updated", sa.Double(), nullable=False),
     sa.Column("epoch", sa.BigInteger(), nullable=False),
     sa.Column("data", JsonText, nullable=False),
+    sa.Column("commit_seq", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
     sa.Index("ix_lh_tasks_status", "status"),
+    sa.Index("ix_lh_tasks_seq", "commit_seq"),
     **_MYSQL_TABLE,
 )
 
@@ -90,6 +98,8 @@ workers = sa.Table(
     sa.Column("worker_id", id_type(MAX_ID_LENGTH), primary_key=True),
     sa.Column("epoch", sa.BigInteger(), nullable=False),
     sa.Column("data", JsonText, nullable=False),
+    sa.Column("commit_seq", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Index("ix_lh_workers_seq", "commit_seq"),
     **_MYSQL_TABLE,
 )
 
@@ -99,6 +109,33 @@ meta = sa.Table(
     sa.Column("key", id_type(MAX_META_KEY_LENGTH), primary_key=True),
     sa.Column("value", JsonText, nullable=False),
     sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("commit_seq", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    **_MYSQL_TABLE,
+)
+
+#: The commit-sequence counter: one row (``id`` 1), incremented by every fenced commit round.
+feed = sa.Table(
+    "lh_feed",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("commit_seq", sa.BigInteger(), nullable=False),
+    sa.Column("pruned_seq", sa.BigInteger(), nullable=False),
+    **_MYSQL_TABLE,
+)
+
+#: Longest tombstone kind ("task", "worker").
+TOMBSTONE_KIND_LENGTH = 8
+
+#: One row per deleted task or worker: the sequence and time of the round that deleted it.
+tombstones = sa.Table(
+    "lh_tombstones",
+    metadata,
+    sa.Column("kind", sa.String(TOMBSTONE_KIND_LENGTH), primary_key=True),
+    sa.Column("item_id", id_type(MAX_ID_LENGTH), primary_key=True),
+    sa.Column("commit_seq", sa.BigInteger(), nullable=False),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Index("ix_lh_tombstones_seq", "commit_seq"),
+    sa.Index("ix_lh_tombstones_at", "at"),
     **_MYSQL_TABLE,
 )
 

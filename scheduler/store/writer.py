@@ -6,7 +6,8 @@ costs six round trips on PostgreSQL (the pool's pre-ping, ``BEGIN``, the fence, 
 table, ``COMMIT``) and a worker thread. On PostgreSQL the writer sends the same transaction as ONE
 simple-query script instead, from the event loop itself::
 
-    BEGIN; <fence>; INSERT ... ON CONFLICT ...; DELETE ...; INSERT <events>; COMMIT
+    BEGIN; <fence>; <next commit sequence>; INSERT ... ON CONFLICT ...; DELETE ...;
+    INSERT <tombstones>; INSERT <events>; NOTIFY; COMMIT
 
 * **On the event loop, no thread.** The connection is psycopg2's asynchronous mode: the script is
   sent without blocking and the loop is told when the answer is readable. A thread per commit
@@ -34,6 +35,11 @@ simple-query script instead, from the event loop itself::
   wait for a synchronous standby (:mod:`lease.primary`), and a cancelled wait would even report
   success for a commit that is only local.
 
+* **Stamped for the feed.** Right after the fence the round takes its commit sequence from the
+  counter row and every row it writes carries it; deletions leave tombstones; ``pg_notify``
+  wakes standbys at commit (:mod:`scheduler.store.feed` says why this order is safe). Every
+  :data:`feed.PRUNE_EVERY` rounds one also prunes old tombstones.
+
 MySQL/MariaDB and SQLite keep the portable path in a worker thread (their drivers run one
 statement per call and block).
 """
@@ -44,6 +50,7 @@ import asyncio
 import contextlib
 import functools
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
@@ -53,9 +60,10 @@ from sqlalchemy.dialects import postgresql
 
 from lease.engine import single_host_connect_kwargs, timeouts_of
 from lease.primary import DatabaseHost, tracker_of
+from scheduler.store import feed
 from scheduler.store.errors import StoreError, describe
 from scheduler.store.store import BatchRows, ChangesLike, batch_rows
-from scheduler.store.tables import audit_log, meta, task_events, tasks, workers
+from scheduler.store.tables import audit_log, meta, task_events, tasks, tombstones, workers
 
 if TYPE_CHECKING:
     from lease import FencedOut
@@ -93,9 +101,14 @@ class StatementWriter:
     def __init__(self, store: Store, fence: LeaseFence) -> None:
         self._store = store
         self._fence = fence
+        self._rounds = 0
 
     async def apply(self, changes: ChangesLike, epoch: int) -> None:
-        await asyncio.to_thread(self._store.apply, changes, epoch=epoch, fence=self._fence.fence)
+        self._rounds += 1
+        prune = self._rounds % feed.PRUNE_EVERY == 0
+        await asyncio.to_thread(
+            self._store.apply, changes, epoch=epoch, fence=self._fence.fence, prune_tombstones=prune
+        )
 
     def close(self) -> None:
         """Nothing to release: connections belong to the engine's pool."""
@@ -105,10 +118,15 @@ _quote = postgresql.dialect().identifier_preparer.quote
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_sql(table: sa.Table, columns: tuple[str, ...], rows: int, *, upsert: bool) -> str:
+def _insert_sql(table: sa.Table, columns: tuple[str, ...], rows: int, *, upsert: bool, stamped: bool = False) -> str:
     """``INSERT INTO t (cols) VALUES (%s, ...), ...`` for ``rows`` rows, with ``ON CONFLICT (key)
-    DO UPDATE`` of every other column if ``upsert``. Cached: batch sizes repeat under load."""
-    one = "(" + ",".join(["%s"] * len(columns)) + ")"
+    DO UPDATE`` of every other column if ``upsert``; ``stamped`` adds ``commit_seq``, the round's
+    commit sequence (:data:`feed.PG_SEQ_VALUE`). Cached: batch sizes repeat under load."""
+    values = ["%s"] * len(columns)
+    if stamped:
+        columns = (*columns, "commit_seq")
+        values.append(feed.PG_SEQ_VALUE)
+    one = "(" + ",".join(values) + ")"
     sql = f"INSERT INTO {_quote(table.name)} ({', '.join(map(_quote, columns))}) VALUES " + ",".join([one] * rows)
     if upsert:
         keys = [c.name for c in table.primary_key.columns]
@@ -125,6 +143,7 @@ class PostgresScriptWriter:
         self._fence = fence
         self._dbapi: Any = None  # psycopg2 connection in asynchronous mode
         self._host: DatabaseHost | None = None
+        self._rounds = 0
 
     async def apply(self, changes: ChangesLike, epoch: int) -> None:
         """Persist one batch or raise (``FencedOut`` from the lease, else :class:`StoreError`)."""
@@ -136,7 +155,8 @@ class PostgresScriptWriter:
         try:
             dbapi = await self._connection()
             cur = dbapi.cursor()
-            cur.execute(self._script(cur, rows, fence))
+            self._rounds += 1
+            cur.execute(self._script(cur, rows, fence, prune=self._rounds % feed.PRUNE_EVERY == 0))
             try:
                 async with asyncio.timeout(self._commit_budget()):
                     await _answered(dbapi)
@@ -216,22 +236,32 @@ class PostgresScriptWriter:
             self.close()
 
     @staticmethod
-    def _script(cur: Any, rows: BatchRows, fence: str) -> bytes:
-        parts = [b"BEGIN", fence.encode()]
+    def _script(cur: Any, rows: BatchRows, fence: str, *, prune: bool = False) -> bytes:
+        parts = [b"BEGIN", fence.encode(), _PG_NEXT_SEQ]
         for table, upserts, deletes in (
             (tasks, rows.tasks, rows.task_deletes),
             (workers, rows.workers, rows.worker_deletes),
             (meta, rows.meta, ()),
         ):
             if upserts:
-                parts.append(_insert(cur, table, upserts, upsert=True))
+                parts.append(_insert(cur, table, upserts, upsert=True, stamped=True))
             if deletes:
                 key = _quote(next(iter(table.primary_key.columns)).name)
                 parts.append(cur.mogrify(f"DELETE FROM {_quote(table.name)} WHERE {key} = ANY(%s)", (list(deletes),)))
+        if rows.task_deletes or rows.worker_deletes:
+            now = time.time()
+            gone = feed.tombstone_rows(feed.TASK, rows.task_deletes, None, now)
+            gone += feed.tombstone_rows(feed.WORKER, rows.worker_deletes, None, now)
+            parts.append(_insert(cur, tombstones, gone, upsert=True, stamped=True))
+        if prune:
+            cutoff = time.time() - feed.TOMBSTONE_RETENTION
+            parts.append(cur.mogrify(feed.PRUNE_RAISE_SQL.format(cutoff="%s"), (cutoff,)))
+            parts.append(feed.PRUNE_DELETE_SQL.encode())
         if rows.events:
             parts.append(_insert(cur, task_events, rows.events, upsert=False))
         if rows.audit:
             parts.append(_insert(cur, audit_log, rows.audit, upsert=False))
+        parts.append(_PG_NOTIFY)
         parts.append(b"COMMIT")
         return b";\n".join(parts)
 
@@ -276,7 +306,12 @@ def _wake(ready: asyncio.Future[None]) -> None:
         ready.set_result(None)
 
 
-def _insert(cur: Any, table: sa.Table, rows: list[dict[str, Any]], *, upsert: bool) -> bytes:
+_PG_NEXT_SEQ = feed.PG_NEXT_SEQ.encode()
+_PG_NOTIFY = feed.PG_NOTIFY.encode()
+
+
+def _insert(cur: Any, table: sa.Table, rows: list[dict[str, Any]], *, upsert: bool, stamped: bool = False) -> bytes:
     """One multi-row INSERT (an upsert on the primary key if asked), values quoted by the driver."""
     columns = tuple(rows[0])
-    return cur.mogrify(_insert_sql(table, columns, len(rows), upsert=upsert), [row[c] for row in rows for c in columns])
+    sql = _insert_sql(table, columns, len(rows), upsert=upsert, stamped=stamped)
+    return cur.mogrify(sql, [row[c] for row in rows for c in columns])

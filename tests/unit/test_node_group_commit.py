@@ -59,9 +59,10 @@ def lead(writer: GatedWriter) -> Node:
     node = Node(
         node_id="n1", store=None, lease=HeldLease(), core_factory=Scheduler, metrics=metrics, renew_interval=1.0
     )  # type: ignore[arg-type]
-    term = _Term(epoch=1, core=Scheduler(metrics=metrics), writer=writer)
-    node._term, node.role = term, Role.LEADER
-    term.tasks.append(asyncio.get_running_loop().create_task(node._committer(term)))
+    term = _Term(epoch=1, core=Scheduler(metrics=metrics), writer=writer, lease=HeldLease(), on_end=node._term_ended)
+    node.roles.to(Role.LOADING)
+    term.start()
+    node._became_leader(term)
     return node
 
 

@@ -7,11 +7,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from scheduler.store import Store, current_revision, head_revision, metadata, upgrade
+from scheduler.store.codec import dumps
 from scheduler.store.migrate import VERSION_TABLE
 from tests.integration.store.helpers import changes, task_row
 from tests.support.together import errors_of_calls_started_together
 
-TABLES = {"lh_tasks", "lh_workers", "lh_meta", "lh_task_events", "lh_leases", "lh_audit"}
+TABLES = {"lh_tasks", "lh_workers", "lh_meta", "lh_task_events", "lh_leases", "lh_audit", "lh_feed", "lh_tombstones"}
 
 
 def test_a_fresh_database_has_no_revision_and_is_not_current(engine: sa.Engine) -> None:
@@ -39,7 +40,20 @@ def test_upgrade_twice_is_a_no_op(engine: sa.Engine) -> None:
 def test_a_database_of_the_first_revision_upgrades_in_place_and_gets_the_fence_function(engine: sa.Engine) -> None:
     upgrade(engine, "0001")
     store = Store(engine)
-    store.apply(changes(tasks={"A": task_row("A")}), epoch=1)
+    with engine.begin() as conn:  # a row as a node of that revision wrote it
+        conn.execute(
+            sa.table(
+                "lh_tasks", *(sa.column(c) for c in ("task_id", "status", "family", "updated", "epoch", "data"))
+            ).insert(),
+            {
+                "task_id": "A",
+                "status": "PENDING",
+                "family": "A",
+                "updated": 1.0,
+                "epoch": 1,
+                "data": dumps(task_row("A")),
+            },
+        )
     assert store.is_current() is False
     store.upgrade()
     assert current_revision(engine) == head_revision()
