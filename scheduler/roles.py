@@ -99,8 +99,3 @@ class RoleModel:
     @property
     def serves_writes(self) -> bool:
         return self.current() is Role.LEADER
-
-    @property
-    def in_term(self) -> bool:
-        """True while this node holds a term (loading, leading or past its deadline)."""
-        return self._role in (Role.LOADING, Role.LEADER)
