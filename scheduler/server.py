@@ -73,7 +73,7 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
     metrics = NodeMetrics(lambda: node.status_counts() if node is not None else None)
 
     def core_factory() -> Scheduler:
-        return Scheduler(metrics=metrics, settings=settings)
+        return Scheduler(metrics=metrics, settings=settings, wire_input=True)
 
     node = Node(
         node_id=config.node_id,
