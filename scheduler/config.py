@@ -56,6 +56,9 @@ class NodeConfig:
     log_level: str = "INFO"
     log_format: str = "json"
     lease_name: str = "scheduler"
+    #: The INI file this came from: luigi's own e-mail settings ([email], [smtp], [batch_email])
+    #: are read from it through luigi's configuration, as luigid reads them from luigid.cfg.
+    config_path: str | None = None
 
     @property
     def public_url(self) -> str:
@@ -220,4 +223,6 @@ def load_config(
         kwargs["node_id"] = server["node_id"]
     if kwargs["prune_interval"] <= 0:
         raise ConfigError("[server] prune_interval: must be positive")
+    if path is not None:
+        kwargs["config_path"] = str(path)
     return NodeConfig(**kwargs)

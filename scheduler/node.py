@@ -83,6 +83,7 @@ class _Term:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    mailer: Any = None
 
 
 class Node:
@@ -100,12 +101,14 @@ class Node:
         prune_interval: float = 60.0,
         public_url: str | None = None,
         log: Any = None,
+        mailer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.node_id = node_id
         self.public_url = public_url
         self._store = store
         self._lease = lease
         self._core_factory = core_factory
+        self._mailer_factory = mailer_factory
         self.metrics = metrics
         self._renew_interval = renew_interval
         self._prune_interval = prune_interval
@@ -211,6 +214,7 @@ class Node:
         elif term.this_round is not None:
             waiters = term.this_round
         else:
+            self._mail(term, term.core.take_notifications())  # all committed: nothing is pending
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters.append(future)
@@ -334,6 +338,7 @@ class Node:
             return f"lease won at epoch {epoch} but lost it while loading the state"
         self._last_db_ok = self._last_renew_ok = time.monotonic()
         term = _Term(epoch=epoch, core=core, writer=open_writer(self._store, self._lease))
+        term.mailer = self._mailer_factory() if self._mailer_factory is not None else None
         self._term = term
         self.role = Role.LEADER
         term.tasks.append(asyncio.create_task(self._committer(term), name=f"committer-{epoch}"))
@@ -383,6 +388,9 @@ class Node:
         # A commit cut short drops its own connection as it unwinds; then the writer is closed.
         await asyncio.gather(*cancelled, return_exceptions=True)
         term.writer.close()
+        if term.mailer is not None:
+            # Graceful: the pending batch is sent before handing over; after a failure it is lost.
+            term.mailer.close(flush=release)
         if release:
             try:
                 await asyncio.to_thread(self._lease.release)
@@ -411,6 +419,8 @@ class Node:
                 term.core.prune()
             except Exception:
                 self.log.exception("prune_raised")
+            if term.mailer is not None:
+                term.mailer.tick()
             if term.core.has_changes():
                 term.wake.set()
 
@@ -441,6 +451,7 @@ class Node:
         instead of delaying every reply of this one (about 0.1 ms a round on a busy loop).
         """
         changes = term.core.take_changes()
+        notes = term.core.take_notifications()
         waiters, term.next_round = term.next_round, []
         term.this_round = waiters
         elapsed: float | None = None
@@ -470,8 +481,14 @@ class Node:
         for future in waiters:
             if not future.done():
                 future.set_result(None)
+        self._mail(term, notes)  # only what this round made durable is announced
         asyncio.get_running_loop().call_soon(self._account_round, len(waiters), elapsed, changes.events)
         return None
+
+    @staticmethod
+    def _mail(term: _Term, notes: list[dict[str, Any]]) -> None:
+        if notes and term.mailer is not None:
+            term.mailer.deliver(notes)
 
     def _account_round(self, answered: int, elapsed: float | None, events: list[dict[str, Any]]) -> None:
         """Metrics and log lines of one committed round (``elapsed`` None: nothing to write)."""

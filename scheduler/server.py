@@ -11,6 +11,7 @@ import asyncio
 import signal
 from typing import Any
 
+import luigi.configuration
 from aiohttp import web
 
 from lease import LeaderLease, make_holder_id, redact_url
@@ -19,6 +20,7 @@ from scheduler.config import NodeConfig
 from scheduler.core import Scheduler, SchedulerSettings
 from scheduler.http import build_app
 from scheduler.logs import configure_logging
+from scheduler.mail import Mailer
 from scheduler.metrics import NodeMetrics
 from scheduler.node import Node
 from scheduler.store import Store
@@ -75,6 +77,10 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
     def core_factory() -> Scheduler:
         return Scheduler(metrics=metrics, settings=settings, wire_input=True)
 
+    if config.config_path is not None:
+        # luigi's notification code reads [email], [smtp], [batch_email] through its own config.
+        luigi.configuration.add_config_path(config.config_path)
+
     node = Node(
         node_id=config.node_id,
         store=store,
@@ -85,6 +91,7 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
         prune_interval=config.prune_interval,
         public_url=config.public_url,
         log=log,
+        mailer_factory=lambda: Mailer(settings.batch_emails, log),
     )
     return node
 
