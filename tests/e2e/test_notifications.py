@@ -147,3 +147,35 @@ def test_an_smtp_server_down_costs_no_rpc_an_error(node_with: Any) -> None:
     assert time.monotonic() - started < 2.0  # the RPCs did not wait for SMTP
     assert len(_rpc(url, "task_list", status="DISABLED", upstream_status="")) == 2
     assert _rpc(url, "ping", worker="w1") == {"rpc_messages": []}  # and the node still serves
+
+
+def _post(url: str) -> None:
+    with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10) as reply:
+        assert reply.status == 200
+
+
+def test_a_pending_batch_is_sent_on_switchover_and_lost_with_a_crashed_leader(
+    smtp: tuple[int, Inbox], tmp_path: Path
+) -> None:
+    port, inbox = smtp
+    config = _config(port, batch=True).replace("email_interval = 0", "email_interval = 60")  # no prune sends
+    cluster = LocalCluster(
+        tmp_path / "cluster", f"sqlite:///{tmp_path}/luigi-ha.db", size=2, lease_ttl=1.0, extra_config=config
+    )
+    try:
+        first = cluster.start()
+        _fail_task(first.url, "Load_graceful")
+        _post(f"{first.url}/switchover")  # a graceful step-down sends the batch before handing over
+        wait_for(lambda: inbox.messages, timeout=15, interval=0.05, what="the batch sent at switchover")
+        assert any("(1 failure, 1 disable)" in text for _, text in inbox.messages)
+        second = cluster.wait_for_leader(timeout=15, exclude=first)
+        sent = len(inbox.messages)
+
+        _fail_task(second.url, "Load_crashed")
+        second.kill()  # SIGKILL: its unsent batch dies with it
+        third = cluster.wait_for_leader(timeout=15, exclude=second)
+        _post(f"{third.url}/switchover")  # the new leader's batch is empty: nothing to send
+        time.sleep(1.5)
+        assert len(inbox.messages) == sent
+    finally:
+        cluster.stop()
