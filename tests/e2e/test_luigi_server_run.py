@@ -14,8 +14,12 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from scheduler.localcluster import free_port
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,6 +22,8 @@ from aiosmtpd.controller import Controller
 from scheduler.localcluster import LocalCluster, free_port
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.e2e
+
 RECEIVER = "ops@example.com"
 OWNER = "owner@example.com"
 
