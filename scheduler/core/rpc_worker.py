@@ -428,6 +428,8 @@ class WorkerRPCs(Selection):
         record = self._get_worker(worker_id, now)
         record.last_active = now
         messages, record.rpc_messages = record.rpc_messages, []
+        if messages:
+            self._changes.workers.add(record.id)  # delivered: the next leader must not resend them
         return {"rpc_messages": messages}
 
 
