@@ -50,6 +50,8 @@ class NodeConfig:
     advertise_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
     prune_interval: float = 60.0
+    #: Task history (``lh_task_events``) older than this is deleted by the leader; 0 keeps it all.
+    history_retention_days: float = 30.0
     timings: LeaseTimings = field(default_factory=LeaseTimings)
     scheduler: dict[str, str] = field(default_factory=dict)
     resources: dict[str, int] = field(default_factory=dict)
@@ -78,6 +80,7 @@ class NodeConfig:
             "renew_interval": self.timings.renew_interval,
             "renew_deadline": self.timings.renew_deadline,
             "prune_interval": self.prune_interval,
+            "history_retention_days": self.history_retention_days,
             "scheduler": dict(self.scheduler),
             "resources": dict(self.resources),
         }
@@ -213,6 +216,9 @@ def load_config(
             "[server] max_body_bytes", server.get("max_body_bytes", str(DEFAULT_MAX_BODY)), int
         ),
         "prune_interval": _as_number("[server] prune_interval", server.get("prune_interval", "60")),
+        "history_retention_days": _as_number(
+            "[server] history_retention_days", server.get("history_retention_days", "30")
+        ),
         "timings": timings,
         "scheduler": dict(sections["scheduler"]),
         "resources": resources,

@@ -35,10 +35,12 @@ import structlog
 from lease import FencedOut, LeaderLease
 from scheduler.metrics import NodeMetrics
 from scheduler.sdnotify import notify
+from scheduler.store.retention import delete_expired_events
 from scheduler.store.writer import BatchWriter, open_writer
 
 STANDBY_POLL = 0.2  # seconds between takeover attempts: a released lease is taken in well under 1 s
 SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take the lease first
+HISTORY_BATCH = 500  # events per retention delete: a few ms of locks on any backend
 STARTUP_MARGIN = 1.0  # a (re)starting node lets running standbys have a held lease first
 
 
@@ -102,6 +104,7 @@ class Node:
         public_url: str | None = None,
         log: Any = None,
         mailer_factory: Callable[[], Any] | None = None,
+        history_retention: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.public_url = public_url
@@ -109,6 +112,7 @@ class Node:
         self._lease = lease
         self._core_factory = core_factory
         self._mailer_factory = mailer_factory
+        self._history_retention = history_retention
         self.metrics = metrics
         self._renew_interval = renew_interval
         self._prune_interval = prune_interval
@@ -343,6 +347,8 @@ class Node:
         self.role = Role.LEADER
         term.tasks.append(asyncio.create_task(self._committer(term), name=f"committer-{epoch}"))
         term.tasks.append(asyncio.create_task(self._pruner(term), name=f"pruner-{epoch}"))
+        if self._history_retention > 0:
+            term.tasks.append(asyncio.create_task(self._history_sweeper(term), name=f"history-{epoch}"))
         self.metrics.is_leader.set(1)
         self.metrics.lease_epoch.set(epoch)
         self.metrics.takeovers.inc()
@@ -423,6 +429,30 @@ class Node:
                 term.mailer.tick()
             if term.core.has_changes():
                 term.wake.set()
+
+    async def _history_sweeper(self, term: _Term) -> None:
+        """Delete task history older than the retention, one small fenced batch at a time.
+
+        Runs beside the committer on a connection of the pool, every prune interval; between
+        batches it yields, so a commit round never queues behind more than one small batch.
+        """
+        while True:
+            cutoff = time.time() - self._history_retention
+            deleted = 0
+            try:
+                while True:
+                    n = await asyncio.to_thread(
+                        delete_expired_events, self._store.engine, cutoff, self._lease.fence, HISTORY_BATCH
+                    )
+                    deleted += n
+                    if n < HISTORY_BATCH:
+                        break
+                    await asyncio.sleep(0.01)
+            except Exception as exc:  # a fenced-out or failing delete: the lease loop decides
+                self.log.warning("history_sweep_failed", error=str(exc))
+            if deleted:
+                self.log.info("history_swept", deleted=deleted, before=cutoff)
+            await asyncio.sleep(self._prune_interval)
 
     async def _committer(self, term: _Term) -> None:
         """Commit rounds back to back while anything waits; step down when a commit fails.

@@ -92,6 +92,7 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
         public_url=config.public_url,
         log=log,
         mailer_factory=lambda: Mailer(settings.batch_emails, log),
+        history_retention=config.history_retention_days * 86400.0,
     )
     return node
 
