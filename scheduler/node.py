@@ -41,6 +41,7 @@ from scheduler.store.writer import BatchWriter, open_writer
 STANDBY_POLL = 0.2  # seconds between takeover attempts: a released lease is taken in well under 1 s
 SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take the lease first
 HISTORY_BATCH = 500  # events per retention delete: a few ms of locks on any backend
+HISTORY_PAUSE = 0.01  # seconds between retention deletes, so commit rounds get the database between them
 STARTUP_MARGIN = 1.0  # a (re)starting node lets running standbys have a held lease first
 
 
@@ -447,7 +448,7 @@ class Node:
                     deleted += n
                     if n < HISTORY_BATCH:
                         break
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(HISTORY_PAUSE)
             except Exception as exc:  # a fenced-out or failing delete: the lease loop decides
                 self.log.warning("history_sweep_failed", error=str(exc))
             if deleted:
