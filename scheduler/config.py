@@ -54,6 +54,8 @@ class NodeConfig:
     advertise_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
     prune_interval: float = 60.0
+    #: Task history (``lh_task_events``) older than this is deleted by the leader; 0 keeps it all.
+    history_retention_days: float = 30.0
     timings: LeaseTimings = field(default_factory=LeaseTimings)
     scheduler: dict[str, str] = field(default_factory=dict)
     resources: dict[str, int] = field(default_factory=dict)
@@ -63,6 +65,9 @@ class NodeConfig:
     users_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: The INI file this came from: luigi's own e-mail settings ([email], [smtp], [batch_email])
+    #: are read from it through luigi's configuration, as luigid reads them from luigid.cfg.
+    config_path: str | None = None
 
     @property
     def public_url(self) -> str:
@@ -82,6 +87,7 @@ class NodeConfig:
             "renew_interval": self.timings.renew_interval,
             "renew_deadline": self.timings.renew_deadline,
             "prune_interval": self.prune_interval,
+            "history_retention_days": self.history_retention_days,
             "scheduler": dict(self.scheduler),
             "resources": dict(self.resources),
             "authentication": "on" if self.users_file else "off",
@@ -220,6 +226,9 @@ def load_config(
             "[server] max_body_bytes", server.get("max_body_bytes", str(DEFAULT_MAX_BODY)), int
         ),
         "prune_interval": _as_number("[server] prune_interval", server.get("prune_interval", "60")),
+        "history_retention_days": _as_number(
+            "[server] history_retention_days", server.get("history_retention_days", "30")
+        ),
         "timings": timings,
         "scheduler": dict(sections["scheduler"]),
         "resources": resources,
@@ -235,4 +244,6 @@ def load_config(
         raise ConfigError("[server] tls_cert and tls_key: set both or neither")
     if kwargs["prune_interval"] <= 0:
         raise ConfigError("[server] prune_interval: must be positive")
+    if path is not None:
+        kwargs["config_path"] = str(path)
     return NodeConfig(**kwargs)

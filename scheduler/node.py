@@ -37,6 +37,7 @@ from scheduler.core.errors import InvalidArgument
 from scheduler.metrics import NodeMetrics
 from scheduler.roles import Role, RoleModel
 from scheduler.sdnotify import notify
+from scheduler.store.retention import delete_expired_events
 from scheduler.store.writer import open_writer
 from scheduler.term import LeaderTerm, NotLeader
 
@@ -45,6 +46,8 @@ __all__ = ["Node", "NotLeader", "RequestFailed", "Role", "node_of"]
 STANDBY_POLL = 0.2  # seconds between takeover attempts: a released lease is taken in well under 1 s
 SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take the lease first
 STARTUP_MARGIN = 1.0  # a (re)starting node lets running standbys have a held lease first
+HISTORY_BATCH = 500  # events per retention delete: a few ms of locks on any backend
+HISTORY_PAUSE = 0.01  # seconds between retention deletes, so commit rounds get the database between them
 
 # The term ends with these reasons by this node's own choice: it hands the lease back at once.
 _RELEASING = frozenset({"switchover", "shutdown"})
@@ -86,6 +89,8 @@ class Node:
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[float, asyncio.Event], Awaitable[None]] = _pause,
         writer_factory: Callable[[Any, Any], Any] = open_writer,
+        mailer_factory: Callable[[], Any] | None = None,
+        history_retention: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.public_url = public_url
@@ -99,6 +104,8 @@ class Node:
         self._clock = clock
         self._pause = pause
         self._writer_factory = writer_factory
+        self._mailer_factory = mailer_factory
+        self._history_retention = history_retention
         self.roles = RoleModel(lease.is_held, self._role_changed)
         self._term: LeaderTerm | None = None
         self._stopping = asyncio.Event()
@@ -410,6 +417,8 @@ class Node:
             clock=self._clock,
             prune_interval=self._prune_interval,
             on_end=self._term_ended,
+            mailer=self._mailer_factory() if self._mailer_factory is not None else None,
+            background=(self._history_sweeper,) if self._history_retention > 0 else (),
         )
         return f"took over as leader at epoch {epoch}", term
 
@@ -462,6 +471,31 @@ class Node:
                 self.log.warning("lease_release_failed", error=str(exc))
         notify(f"STATUS={self.roles.current().value} ({term.end_reason})")
         self.log.warning("stepped_down", reason=term.end_reason, epoch=term.epoch)
+
+    async def _history_sweeper(self) -> None:
+        """Delete task history older than the retention, one small fenced batch at a time.
+
+        Runs beside the committer on a connection of the pool, every prune interval, for as long
+        as the term lasts; between batches it yields, so a commit round never queues behind more
+        than one small batch.
+        """
+        while True:
+            cutoff = time.time() - self._history_retention
+            deleted = 0
+            try:
+                while True:
+                    n = await asyncio.to_thread(
+                        delete_expired_events, self._store.engine, cutoff, self._lease.fence, HISTORY_BATCH
+                    )
+                    deleted += n
+                    if n < HISTORY_BATCH:
+                        break
+                    await asyncio.sleep(HISTORY_PAUSE)
+            except Exception as exc:  # a fenced-out or failing delete: the lease loop decides
+                self.log.warning("history_sweep_failed", error=str(exc))
+            if deleted:
+                self.log.info("history_swept", deleted=deleted, before=cutoff)
+            await asyncio.sleep(self._prune_interval)
 
     def _term_ended(self, term: LeaderTerm, reason: str) -> None:
         """The moment a term ends (called once by the term, synchronously): stop serving."""

@@ -12,6 +12,7 @@ import signal
 import ssl
 from typing import Any
 
+import luigi.configuration
 from aiohttp import web
 
 from lease import LeaderLease, make_holder_id, redact_url
@@ -23,6 +24,7 @@ from scheduler.csrf import same_origin_writes
 from scheduler.http import build_app
 from scheduler.http_errors import JsonErrorRunner
 from scheduler.logs import configure_logging
+from scheduler.mail import Mailer
 from scheduler.metrics import NodeMetrics
 from scheduler.node import Node
 from scheduler.store import Store
@@ -106,7 +108,11 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
     metrics = NodeMetrics(lambda: node.status_counts() if node is not None else None)
 
     def core_factory() -> Scheduler:
-        return Scheduler(metrics=metrics, settings=settings)
+        return Scheduler(metrics=metrics, settings=settings, wire_input=True)
+
+    if config.config_path is not None:
+        # luigi's notification code reads [email], [smtp], [batch_email] through its own config.
+        luigi.configuration.add_config_path(config.config_path)
 
     node = Node(
         node_id=config.node_id,
@@ -118,6 +124,8 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
         prune_interval=config.prune_interval,
         public_url=config.public_url,
         log=log,
+        mailer_factory=lambda: Mailer(settings.batch_emails, log),
+        history_retention=config.history_retention_days * 86400.0,
     )
     return node
 

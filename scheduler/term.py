@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lease import FencedOut
@@ -53,6 +53,8 @@ class LeaderTerm:
         clock: Callable[[], float] | None = None,
         prune_interval: float = 60.0,
         on_end: Callable[[LeaderTerm, str], None] | None = None,
+        mailer: Any = None,
+        background: tuple[Callable[[], Awaitable[None]], ...] = (),
     ) -> None:
         self.epoch = epoch
         self.core = core
@@ -63,6 +65,8 @@ class LeaderTerm:
         self._clock = clock or time.monotonic
         self._prune_interval = prune_interval
         self._on_end = on_end
+        self.mailer = mailer  # scheduler.mail.Mailer: sends what committed rounds announced
+        self._background = background
         self.next_round: list[asyncio.Future[None]] = []
         self.this_round: list[asyncio.Future[None]] | None = None
         self.wake = asyncio.Event()
@@ -89,6 +93,8 @@ class LeaderTerm:
         self.open = True
         self.tasks.append(loop.create_task(self.committer(), name=f"committer-{self.epoch}"))
         self.tasks.append(loop.create_task(self._pruner(), name=f"pruner-{self.epoch}"))
+        for job in self._background:
+            self.tasks.append(loop.create_task(job(), name=f"{job.__name__}-{self.epoch}"))
 
     def end(self, reason: str) -> None:
         """Ask the HA loop to end this term (first reason wins); new RPCs are refused at once."""
@@ -129,6 +135,9 @@ class LeaderTerm:
             # A commit cut short drops its own connection as it unwinds; then the writer is closed.
             await asyncio.gather(*cancelled, return_exceptions=True)
             self.writer.close()
+            if self.mailer is not None:
+                # Graceful: the pending batch is sent before handing over; after a failure it is lost.
+                self.mailer.close(flush=graceful)
         finally:
             self._closed.set_result(None)
 
@@ -147,6 +156,7 @@ class LeaderTerm:
         elif self.this_round is not None:
             waiters = self.this_round
         else:
+            self._mail(self.core.take_notifications())  # all committed: nothing is pending
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters.append(future)
@@ -162,6 +172,8 @@ class LeaderTerm:
             except Exception:
                 if self._log is not None:
                     self._log.exception("prune_raised")
+            if self.mailer is not None:
+                self.mailer.tick()
             if self.core.has_changes():
                 self.wake.set()
 
@@ -190,6 +202,7 @@ class LeaderTerm:
         clients' handlers, so they run while the next round is already in the database's hands.
         """
         changes = self.core.take_changes()
+        notes = self.core.take_notifications()
         changes.audit, self.audit = self.audit, []
         waiters, self.next_round = self.next_round, []
         self.this_round = waiters
@@ -223,9 +236,14 @@ class LeaderTerm:
         for future in waiters:
             if not future.done():
                 future.set_result(None)
+        self._mail(notes)  # only what this round made durable is announced
         if self._metrics is not None:
             asyncio.get_running_loop().call_soon(self._account_round, len(waiters), elapsed, changes.events)
         return None
+
+    def _mail(self, notes: list[dict[str, Any]]) -> None:
+        if notes and self.mailer is not None:
+            self.mailer.deliver(notes)
 
     def _account_round(self, answered: int, elapsed: float | None, events: list[dict[str, Any]]) -> None:
         """Metrics and log lines of one committed round (``elapsed`` None: nothing to write)."""

@@ -424,6 +424,9 @@ class Worker:
                 family: {"batched_args": list(args), "max_batch_size": _size_to_json(size)}
                 for family, (args, size) in (batchers or {}).items()
             },
+            # Queued scheduler messages are state a failover must keep: a message sent before it
+            # is delivered by the next leader's ping (its answer is kept in the task's row).
+            **({"rpc_messages": [dict(m) for m in self.rpc_messages]} if self.rpc_messages else {}),
         }
 
     @classmethod
@@ -434,6 +437,7 @@ class Worker:
         worker.disabled = bool(row.get("disabled", False))
         reference = row.get("reference")
         worker.reference = None if reference is None else dict(reference)
+        worker.rpc_messages = [dict(m) for m in row.get("rpc_messages") or ()]
         return worker
 
 

@@ -6,9 +6,9 @@
 * ``grant_grace()`` gives every worker a fresh ``worker_disconnect_delay`` after a takeover, so
   a failover never fails running tasks through the dead-runner rule.
 
-Liveness (``last_active``, ``last_get_work``) and queued worker messages are deliberately not
-persisted: they are refreshed by the next ping, and a message lost in a failover is re-sent
-from the visualiser.
+Liveness (``last_active``, ``last_get_work``) is deliberately not persisted: the next ping
+refreshes it.  Queued worker messages are (in the worker's row), and so are the tasks' answers
+to them (in the task's row), so a message sent before a failover is delivered and answered after.
 """
 
 from __future__ import annotations

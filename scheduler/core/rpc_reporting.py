@@ -105,6 +105,7 @@ class ReportingRPCs(WorkerRPCs):
                 "kwargs": {"task_id": task_id, "message_id": message_id, "content": content},
             }
         )
+        self._changes.workers.add(worker_id)
         return {"message_id": message_id}
 
     def add_scheduler_message_response(self, task_id: Any, message_id: Any, response: Any) -> None:
@@ -136,3 +137,4 @@ class ReportingRPCs(WorkerRPCs):
             raise check.fail(m, "n", "an integer", n)
         record = self._get_worker(worker_id, self._now())
         record.rpc_messages.append({"name": "set_worker_processes", "kwargs": {"n": n}})
+        self._changes.workers.add(worker_id)

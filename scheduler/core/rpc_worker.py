@@ -76,6 +76,8 @@ class WorkerRPCs(Selection):
         runnable = check.optional_flag(m, "runnable", runnable)
         deps = check.id_list(m, "deps", deps)
         new_deps = check.id_list(m, "new_deps", new_deps)
+        if expl is not None and not isinstance(expl, str) and not self._wire_input:
+            expl = str(expl)  # in-process luigi passes the exception itself; luigid stores it
         expl = check.optional_text(m, "expl", expl)
         resources = check.amounts(m, "resources", resources)
         priority = check.number(m, "priority", priority)
@@ -426,6 +428,8 @@ class WorkerRPCs(Selection):
         record = self._get_worker(worker_id, now)
         record.last_active = now
         messages, record.rpc_messages = record.rpc_messages, []
+        if messages:
+            self._changes.workers.add(record.id)  # delivered: the next leader must not resend them
         return {"rpc_messages": messages}
 
 

@@ -73,6 +73,11 @@ class Scheduler(ReplicaAPI):
     keys (plus ``resources``); anything not given comes from luigi's configuration, then from
     luigi's defaults.  A ready ``SchedulerSettings`` may be passed as ``settings=`` instead.
     ``clock`` is a zero-argument callable returning epoch seconds (default ``time.time``).
+
+    ``wire_input=True`` says every call carries arguments decoded from a request body (the
+    node sets it): they are checked strictly.  Without it the caller is Python code in the same
+    process (``luigi.server.run``, a ``luigi.worker.Worker`` given this scheduler), which
+    passes Python objects luigid accepts, such as the exception itself as ``expl``.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Scheduler(ReplicaAPI):
         metrics: Any = None,
         *,
         settings: SchedulerSettings | None = None,
+        wire_input: bool = False,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -88,3 +94,21 @@ class Scheduler(ReplicaAPI):
         elif overrides:
             raise TypeError("pass either settings= or individual settings, not both")
         super().__init__(settings, clock, metrics)
+        self._wire_input = wire_input
+
+    def load(self) -> None:
+        """Nothing to load: ``luigi.server.run`` calls it at start, as it does luigid's.
+
+        luigid unpickles its state file here; this core's durable state lives in a node's store
+        and is given to it with ``restore()``, so in-process it starts empty like luigid
+        without a state file.
+        """
+
+    def dump(self) -> None:
+        """Ask for the pending batch e-mail to be sent now, as luigid's ``dump()`` does at exit.
+
+        The core sends nothing itself: it queues a ``flush`` intent for whoever delivers its
+        notifications (``take_notifications()``).
+        """
+        if self.settings.batch_emails:
+            self._outbox.add("flush")

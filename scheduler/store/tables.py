@@ -151,6 +151,8 @@ task_events = sa.Table(
     sa.Column("epoch", sa.BigInteger(), nullable=False),
     # (task_id, id) serves "this task's history, newest first" straight from the index.
     sa.Index("ix_lh_task_events_task_id", "task_id", "id"),
+    # (at) lets the retention sweep take the oldest events first (migration 0003).
+    sa.Index("ix_lh_task_events_at", "at"),
     **_MYSQL_TABLE,
 )
 
