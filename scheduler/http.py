@@ -96,6 +96,8 @@ async def _read_arguments(request: web.Request) -> dict[str, Any]:
             raise _bad_request(f"unknown charset {request.charset!r} in Content-Type") from None
         except UnicodeDecodeError as exc:
             raise _bad_request(f"the form body is not valid {exc.encoding} text") from None
+        except ValueError as exc:  # aiohttp's form parser: a multipart body without a boundary, ...
+            raise _bad_request(f"the form body cannot be read: {exc}") from None
         if "data" in form:
             value = form["data"]
             raw = value if isinstance(value, str) else None
