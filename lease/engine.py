@@ -24,10 +24,21 @@ PostgreSQL (psycopg2)
     libpq ``options`` ``-c statement_timeout=<ms> -c idle_in_transaction_session_timeout=<ms>``:
     no statement can hang past the lease budget, and a frozen ex-leader (SIGSTOP, VM pause) that
     sits in an open fenced transaction holding the lease row's share lock is disconnected by the
-    server, so a takeover is never blocked for longer than the idle timeout. ``connect_timeout``
-    (libpq rounds it to whole seconds, minimum 2), TCP keepalives and ``tcp_user_timeout`` so a
-    vanished server is noticed. ``pool_pre_ping`` so a connection broken by a server restart is
-    replaced instead of failing the next renew.
+    server, so a takeover is never blocked for longer than the idle timeout. ``pool_pre_ping`` so
+    a connection broken by a server restart is replaced instead of failing the next renew.
+
+    Following the primary (see :mod:`lease.primary` for why each matters in a failover):
+
+    * several servers in one URL, in any of libpq's spellings: ``?host=h1:p1&host=h2:p2``
+      (SQLAlchemy's), ``postgresql://u@h1:p1,h2:p2/db`` (libpq's URI) or a libpq keyword string
+      ``host=h1,h2 port=p1,p2 dbname=db user=u``; libpq tries them in order;
+    * ``target_session_attrs=read-write`` unless the URL says ``read-write`` or ``primary``
+      (anything else is refused: the node writes), so libpq skips replicas while it connects,
+      and every new connection is checked by the server itself (:func:`lease.primary.check_primary`);
+    * a silent server (host gone, packets dropped: no RST) is noticed within ``dead_host``
+      seconds (:class:`DbTimeouts`): ``connect_timeout`` per host (libpq: whole seconds, at least
+      2), TCP keepalives on idle connections and ``tcp_user_timeout`` on unanswered sends;
+    * a key the URL sets itself (``connect_timeout``, ``keepalives_idle`` ...) wins over ours.
 
 MySQL / MariaDB (PyMySQL)
     ``connect_timeout``, client-side ``read_timeout``/``write_timeout`` (the only bound on a
@@ -65,13 +76,24 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2.extensions
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
-__all__ = ["DbTimeouts", "create_engine", "driver_connect_kwargs", "normalize_url", "redact_url", "timeouts_of"]
+from lease.primary import install_postgres_hooks
+
+__all__ = [
+    "DbTimeouts",
+    "create_engine",
+    "driver_connect_kwargs",
+    "normalize_url",
+    "redact_url",
+    "single_host_connect_kwargs",
+    "timeouts_of",
+]
 
 # Scheme as written -> driver we use. Only drivers installed with luigi-ha are accepted, because
 # the connect arguments below are driver specific.
@@ -95,6 +117,10 @@ _ENGINE_CONNECT_ARGS: weakref.WeakKeyDictionary[sa.Engine, dict[str, Any]] = wea
 
 _SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
+#: The target_session_attrs a writer may use: both make libpq skip replicas and read-only servers.
+WRITABLE_SESSION_ATTRS = ("read-write", "primary")
+_PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+
 
 @dataclass(frozen=True)
 class DbTimeouts:
@@ -109,6 +135,9 @@ class DbTimeouts:
     * ``lock_wait``: InnoDB only takes whole seconds, at least 1.
     * ``client_read``: the client's socket timeout (PyMySQL), above the server-side timeouts.
     * ``sqlite_busy``: how long SQLite waits for the file lock.
+    * ``dead_host``: a server that stops answering (no RST) is given up within about this long:
+      the connect timeout per host, and the TCP keepalive / ``tcp_user_timeout`` bound of an
+      open connection.
     """
 
     statement: float
@@ -117,6 +146,10 @@ class DbTimeouts:
     lock_wait: int
     client_read: float | None
     sqlite_busy: float
+
+    @property
+    def dead_host(self) -> float:
+        return float(max(2, math.ceil(self.connect)))
 
     @classmethod
     def from_statement_timeout(cls, statement_timeout: float) -> DbTimeouts:
@@ -149,8 +182,11 @@ def normalize_url(url: str | URL) -> URL:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ValueError(f"not a database URL: {redact_url(url)}") from exc
+    except (ArgumentError, ValueError) as exc:
+        # libpq's own spellings that SQLAlchemy cannot parse: a multi-host URI or a keyword string.
+        parsed = _from_libpq(url) if isinstance(url, str) else None
+        if parsed is None:
+            raise ValueError(f"not a database URL: {redact_url(url)}") from exc
     driver = _DRIVERS.get(parsed.drivername)
     if driver is None:
         accepted = ", ".join(f"{k}://" for k in _DRIVERS)
@@ -158,13 +194,48 @@ def normalize_url(url: str | URL) -> URL:
     return parsed.set(drivername=driver)
 
 
+def _from_libpq(text: str) -> URL | None:
+    """A libpq multi-host URI (``postgresql://u@h1:p1,h2:p2/db``) or keyword string
+    (``host=h1,h2 port=p1,p2 dbname=db``) as a SQLAlchemy URL with one ``host=h:p`` per server;
+    None when ``text`` is neither."""
+    scheme, sep, _ = text.partition("://")
+    if sep and scheme not in _PG_SCHEMES:
+        return None
+    if not sep and "=" not in text:
+        return None
+    libpq_text = f"postgresql://{text.partition('://')[2]}" if sep else text
+    try:
+        params = psycopg2.extensions.parse_dsn(libpq_text)
+    except psycopg2.ProgrammingError:
+        return None
+    hosts = params.pop("host", "").split(",") if params.get("host") else []
+    ports = params.pop("port", "").split(",") if params.get("port") else []
+    if len(ports) == 1 and len(hosts) > 1:
+        ports = ports * len(hosts)
+    if ports and len(ports) != len(hosts):
+        return None
+    query: dict[str, str | list[str]] = {k: v for k, v in params.items() if k not in ("user", "password", "dbname")}
+    if hosts:
+        query["host"] = [f"{h}:{p}" if p else h for h, p in zip(hosts, ports or [""] * len(hosts), strict=True)]
+    return URL.create(
+        scheme if sep else "postgresql",
+        username=params.get("user"),
+        password=params.get("password"),
+        database=params.get("dbname"),
+        query=query,
+    )
+
+
 def redact_url(url: str | URL) -> str:
     """Render ``url`` for a log line with its password and password-like query values hidden."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        # Not parseable: still never echo anything between "://user:" and "@".
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+    except (ArgumentError, ValueError):
+        parsed = _from_libpq(url) if isinstance(url, str) else None
+        if parsed is None:
+            # Not parseable: still never echo anything between "://user:" and "@", nor a password=.
+            text = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+            return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
     if parsed.query:
         hidden = {k: ("***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in parsed.query.items()}
         parsed = parsed.set(query=hidden)
@@ -211,6 +282,8 @@ def create_engine(url: str | URL, *, statement_timeout: float = 3.0, pool_size: 
     engine = sa.create_engine(u, **engine_kw)
     if backend == "sqlite":
         _install_sqlite_hooks(engine, t)
+    elif backend == "postgresql":
+        install_postgres_hooks(engine)
     _ENGINE_TIMEOUTS[engine] = t
     _ENGINE_CONNECT_ARGS[engine] = connect_args
     return engine
@@ -232,6 +305,24 @@ def driver_connect_kwargs(engine: sa.Engine) -> dict[str, Any]:
     return {**params, **_ENGINE_CONNECT_ARGS.get(engine, {})}
 
 
+def single_host_connect_kwargs(engine: sa.Engine, host: str, port: int | None) -> dict[str, Any]:
+    """:func:`driver_connect_kwargs` aimed at one server of a multi-host URL.
+
+    For psycopg2's asynchronous mode, where libpq leaves every timeout to the caller: a connect
+    that must try a silent first host before the primary would spend the caller's whole budget
+    on it. The pool has already found the primary (libpq's per-host timeouts apply there); this
+    connection goes straight to it, and ``target_session_attrs`` still refuses it if it is no
+    longer the primary.
+    """
+    kwargs = driver_connect_kwargs(engine)
+    kwargs["host"] = host
+    if port is None:
+        kwargs.pop("port", None)
+    else:
+        kwargs["port"] = str(port)
+    return kwargs
+
+
 def _uses_queue_pool(u: URL, kw: dict[str, Any]) -> bool:
     poolclass = kw.get("poolclass")
     if poolclass is not None:
@@ -243,18 +334,30 @@ def _uses_queue_pool(u: URL, kw: dict[str, Any]) -> bool:
 
 
 def _postgres_connect_args(u: URL, t: DbTimeouts) -> dict[str, Any]:
-    args: dict[str, Any] = {
-        "connect_timeout": max(2, math.ceil(t.connect)),
-        # Notice a vanished server (cable pulled, VM gone) instead of waiting for the kernel's
-        # default two-hour keepalive; tcp_user_timeout bounds unacknowledged sends.
+    dead = int(t.dead_host)
+    ours: dict[str, Any] = {
+        # libpq applies it to each host in turn, so a silent first host costs this much, once.
+        "connect_timeout": dead,
+        # Notice a vanished server (cable pulled, VM gone, packets dropped) within ``dead_host``
+        # instead of the kernel's two-hour default: keepalive probes on an idle connection
+        # (first after 1 s, then every second), and tcp_user_timeout on data sent but never
+        # acknowledged. TCP acknowledgements come from the server's kernel at once, however long
+        # a statement runs, so this never cuts a slow query short.
         "keepalives": 1,
-        "keepalives_idle": 5,
-        "keepalives_interval": 2,
-        "keepalives_count": 3,
-        "tcp_user_timeout": int(max(t.connect, t.statement) * 2 * 1000),
+        "keepalives_idle": 1,
+        "keepalives_interval": 1,
+        "keepalives_count": max(1, dead - 1),
+        "tcp_user_timeout": dead * 1000,
+        "application_name": "luigi-ha",
+        "target_session_attrs": "read-write",
     }
-    if "application_name" not in u.query:
-        args["application_name"] = "luigi-ha"
+    given = u.query.get("target_session_attrs")
+    if given is not None and given not in WRITABLE_SESSION_ATTRS:
+        raise ValueError(
+            f"target_session_attrs={given!r} in the database URL: luigi-ha writes, so it must be one of "
+            f"{', '.join(WRITABLE_SESSION_ATTRS)} (the default is read-write)"
+        )
+    args = {k: v for k, v in ours.items() if k not in u.query}
     if t.statement > 0:
         ours = (
             f"-c statement_timeout={int(t.statement * 1000)}"

@@ -82,6 +82,7 @@ from lease.clock import db_now
 from lease.engine import timeouts_of
 from lease.errors import FencedOut, LeaseUnavailable
 from lease.fence import check_fence, fenced_out_from, postgres_fence_call, postgres_fence_statement
+from lease.primary import guarded_transaction
 from lease.retry import is_transient, run_with_deadline
 from lease.schema import DEFAULT_TABLE_NAME, HOLDER_LENGTH, NAME_LENGTH, define_lease_table
 from lease.timings import LeaseTimings
@@ -91,6 +92,9 @@ __all__ = ["LeaderLease", "LeaseRecord", "make_holder_id"]
 log = logging.getLogger(__name__)
 
 _MIN_STATEMENT_MS = 50
+# How long after the deadline the client cancels a PostgreSQL lease transaction itself: the
+# server's own timeout (set to the deadline) fires first whenever it applies.
+_GUARD_MARGIN = 0.25
 
 _R = TypeVar("_R")  # what the body run by ``LeaderLease._in_txn`` returns
 
@@ -373,7 +377,7 @@ class LeaderLease:
         ).where(t.c.name == self._name)
         try:
             row = run_with_deadline(
-                lambda: self._in_txn(deadline, lambda conn: conn.execute(stmt).one_or_none()),
+                lambda: self._in_txn(deadline, lambda conn: conn.execute(stmt).one_or_none(), writes=False),
                 deadline=deadline,
                 monotonic=self._monotonic,
                 what=f"read lease {self._name!r}",
@@ -441,9 +445,20 @@ class LeaderLease:
 
     # ------------------------------------------------------------------ statements
 
-    def _in_txn(self, deadline: float, body: Callable[[sa.Connection], _R]) -> _R:
-        """Run ``body`` in one transaction whose statements cannot outlive ``deadline``."""
-        with self._engine.begin() as conn:
+    def _in_txn(self, deadline: float, body: Callable[[sa.Connection], _R], *, writes: bool = True) -> _R:
+        """Run ``body`` in one transaction whose statements cannot outlive ``deadline``.
+
+        On PostgreSQL the server-side timeouts do not cover COMMIT's wait for a synchronous
+        standby, so the whole transaction also runs under a :class:`lease.primary.CommitGuard`
+        that cancels it a little after the deadline; a cancelled transaction counts as failed
+        (:class:`lease.primary.CommitNotConfirmed`, transient) even if the server committed it
+        locally.
+        """
+        if not self._is_postgres:
+            with self._engine.begin() as conn:
+                return body(conn)
+        budget = max(0.0, deadline - self._monotonic()) + _GUARD_MARGIN
+        with guarded_transaction(self._engine, budget, f"lease {self._name!r} transaction", writes=writes) as conn:
             if self._is_postgres:
                 seconds = deadline - self._monotonic()
                 if self._engine_statement_timeout > 0:  # never looser than the engine's own limit

@@ -16,7 +16,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 import tenacity
 
-__all__ = ["is_transient", "run_with_deadline"]
+__all__ = ["Backoff", "is_transient", "run_with_deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +127,30 @@ def _short(exc: BaseException | None) -> str:
         exc = exc.orig
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first_line}"[:200]
+
+
+class Backoff:
+    """How long to wait before the next attempt to reach the database: exponential with jitter,
+    capped, restarting from ``initial`` after a success (tenacity's wait strategies).
+
+    Why capped low: after a failover the lease becomes free at a moment no node can see coming
+    (its ttl, by the database's clock), and a node that happens to be sleeping then delays the
+    takeover by up to the cap. ``cap = 0.5`` keeps the whole failover within the database's own
+    promotion time + ``lease_ttl`` + 1 s while a dead database costs a few connection attempts a
+    second per node, not a busy loop.
+    """
+
+    def __init__(self, initial: float = 0.05, cap: float = 0.5) -> None:
+        self._wait = tenacity.wait_exponential(multiplier=initial, max=cap) + tenacity.wait_random(0, initial)
+        self._cap = cap
+        self.failures = 0
+
+    def failed(self) -> float:
+        """Record one more failed attempt in a row; the seconds to wait before the next one."""
+        self.failures += 1
+        state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = self.failures
+        return min(self._cap, float(self._wait(state)))
+
+    def succeeded(self) -> None:
+        self.failures = 0

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -42,6 +42,48 @@ class _StateCollector:
         for status, n in sorted(counts.items()):
             by_status.add_metric([status], n)
         yield by_status
+
+
+class _DatabaseCollector:
+    """The node's view of its database, read at scrape time from a :class:`lease.primary.HostTracker`.
+
+    * ``luigi_ha_db_reconnects_total``: connections opened after one was lost (failovers, server
+      restarts, dead hosts);
+    * ``luigi_ha_db_is_primary``: 1 while the node's last connection reached a writable primary
+      and none has been lost since;
+    * ``luigi_ha_seconds_since_last_commit``: on the leader, seconds since its last confirmed
+      commit (lease renewal or batch), 0 elsewhere. It grows when a leader cannot commit but
+      has not stepped down (a commit waiting on the database), which the leadership gauges
+      alone do not show.
+
+    Present before :meth:`watch` (all zero), so the names exist on every node from the start.
+    """
+
+    def __init__(self) -> None:
+        self._tracker: Any = None
+        self._leading: Callable[[], bool] = lambda: False
+
+    def watch(self, tracker: Any, leading: Callable[[], bool]) -> None:
+        self._tracker = tracker
+        self._leading = leading
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        tracker = self._tracker
+        reconnects = CounterMetricFamily(
+            "luigi_ha_db_reconnects", "Database connections opened after a connection was lost"
+        )
+        reconnects.add_metric([], tracker.reconnects if tracker is not None else 0)
+        yield reconnects
+        current = tracker.current if tracker is not None else None
+        primary = GaugeMetricFamily("luigi_ha_db_is_primary", "1 while the node's database connection is to a primary")
+        primary.add_metric([], 1 if current is not None and current.primary and tracker.connected_now else 0)
+        yield primary
+        since = GaugeMetricFamily(
+            "luigi_ha_seconds_since_last_commit", "Seconds since the leader's last confirmed database commit"
+        )
+        seconds = tracker.seconds_since_commit() if tracker is not None and self._leading() else None
+        since.add_metric([], seconds or 0.0)
+        yield since
 
 
 class NodeMetrics:
@@ -90,6 +132,8 @@ class NodeMetrics:
         self.load_seconds = Gauge("luigi_ha_takeover_load_seconds", "Time to load the state at the last takeover",
                                   registry=r)
         r.register(_StateCollector(read_counts))
+        self.database = _DatabaseCollector()
+        r.register(self.database)
         self._series: dict[tuple[int, str], Any] = {}
 
     def _child(self, metric: Counter | Gauge | Histogram, label: str) -> Any:

@@ -33,6 +33,8 @@ from typing import Any
 import structlog
 
 from lease import FencedOut, LeaderLease
+from lease.primary import HostTracker, tracker_of
+from lease.retry import Backoff
 from scheduler.metrics import NodeMetrics
 from scheduler.sdnotify import notify
 from scheduler.store.writer import BatchWriter, open_writer
@@ -121,6 +123,14 @@ class Node:
         self.takeover_load_seconds: float | None = None
         # Computed at scrape time, so a stalled renew loop shows up in the metric.
         self.metrics.since_renew.set_function(self._seconds_since_renew)
+        # Where the node writes (host, primary, reconnects, last commit) and how long a standby
+        # waits between attempts while the database cannot be reached.
+        engine = getattr(store, "engine", None)
+        self._database: HostTracker | None = tracker_of(engine) if engine is not None else None
+        if self._database is not None:
+            self.metrics.database.watch(self._database, lambda: self.role is Role.LEADER)
+        self._db_backoff = Backoff()
+        self._db_wait = STANDBY_POLL
 
     # -- public surface used by the HTTP layer ----------------------------------------------
 
@@ -170,6 +180,7 @@ class Node:
                 "expires_at": record.expires_at,
             },
             "database_reachable": self.db_reachable,
+            "database": self._database.describe() if self._database is not None else None,
             "seconds_since_renew": round(self._seconds_since_renew(), 3) if self.is_leader else None,
             "takeover_load_seconds": self.takeover_load_seconds,
             "tasks": self.status_counts(),
@@ -245,7 +256,7 @@ class Node:
                 if not self._ready_sent:
                     self._ready_sent = notify("READY=1", f"STATUS={self.role.value}")
                 self._watchdog()
-                interval = self._renew_interval if self.role is Role.LEADER else STANDBY_POLL
+                interval = self._until_next_renew() if self.role is Role.LEADER else self._db_wait
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=interval)
         finally:
@@ -280,18 +291,41 @@ class Node:
             self._last_db_ok = time.monotonic()
         except Exception as exc:  # the database is unreachable: stay standby, keep trying
             self.log.warning("lease_acquire_failed", error=str(exc))
+            self._database_failed()
             return None
         if epoch is None:
-            await self._refresh_leader_record()
+            if await self._refresh_leader_record():
+                self._database_ok()
+            else:  # no primary reachable (try_acquire swallows that): look again after a backoff
+                self._database_failed()
             return None
+        self._database_ok()
         return await self._take_over(epoch)
 
-    async def _refresh_leader_record(self) -> None:
+    def _until_next_renew(self) -> float:
+        """``renew_interval``, or sooner when the term has less than two intervals left.
+
+        A term is valid from the *start* of the attempt that won it, so an acquire that the
+        database answered late (a commit released only when a synchronous standby came back)
+        starts a term that is nearly over; renewing at the usual interval would let it lapse.
+        """
+        return min(self._renew_interval, max(0.02, self._lease.deadline_remaining() / 2))
+
+    def _database_failed(self) -> None:
+        self._db_wait = self._db_backoff.failed()
+
+    def _database_ok(self) -> None:
+        self._db_backoff.succeeded()
+        self._db_wait = STANDBY_POLL
+
+    async def _refresh_leader_record(self) -> bool:
         try:
             self._leader_record = await asyncio.to_thread(self._lease.read)
             self._last_db_ok = time.monotonic()
+            return True
         except Exception as exc:
             self.log.warning("lease_read_failed", error=str(exc))
+            return False
 
     async def _renew(self) -> str | None:
         started = time.monotonic()

@@ -23,6 +23,16 @@ simple-query script instead, from the event loop itself::
 * **Its own connection, outside the pool**, opened with the engine's driver arguments
   (:func:`lease.engine.driver_connect_kwargs`: statement and idle timeouts, keepalives). Asynchronous
   connections are always in autocommit mode; the script carries its own ``BEGIN``/``COMMIT``.
+* **To the server the pool found to be the primary.** In asynchronous mode libpq applies no
+  connect timeout, so with a multi-host URL a silent first host would use up the whole connect
+  budget; the pool (where libpq's per-host timeouts and ``target_session_attrs`` apply, and
+  :func:`lease.primary.check_primary` runs) locates the primary and this connection goes
+  straight to it (:func:`lease.engine.single_host_connect_kwargs`).
+* **Never waits forever for a commit.** A script not answered within the engine's client timeout
+  (``DbTimeouts.client_read``: the statement timeout plus 2 s) is cancelled and the connection
+  dropped; the batch counts as failed. The server's ``statement_timeout`` does not cover COMMIT's
+  wait for a synchronous standby (:mod:`lease.primary`), and a cancelled wait would even report
+  success for a commit that is only local.
 
 MySQL/MariaDB and SQLite keep the portable path in a worker thread (their drivers run one
 statement per call and block).
@@ -33,20 +43,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
 import psycopg2.extensions
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from lease.engine import driver_connect_kwargs, timeouts_of
+from lease.engine import single_host_connect_kwargs, timeouts_of
+from lease.primary import DatabaseHost, tracker_of
 from scheduler.store.errors import StoreError, describe
 from scheduler.store.store import BatchRows, ChangesLike, batch_rows
 from scheduler.store.tables import meta, task_events, tasks, workers
 
 if TYPE_CHECKING:
-    import sqlalchemy as sa
-
     from lease import FencedOut
     from scheduler.store.store import Store
 
@@ -113,6 +124,7 @@ class PostgresScriptWriter:
         self._store = store
         self._fence = fence
         self._dbapi: Any = None  # psycopg2 connection in asynchronous mode
+        self._host: DatabaseHost | None = None
 
     async def apply(self, changes: ChangesLike, epoch: int) -> None:
         """Persist one batch or raise (``FencedOut`` from the lease, else :class:`StoreError`)."""
@@ -120,20 +132,33 @@ class PostgresScriptWriter:
         if rows.empty:
             return
         fence = self._fence.fence_statement()  # raises FencedOut at once past the renew deadline
+        engine = self._store.engine
         try:
             dbapi = await self._connection()
             cur = dbapi.cursor()
             cur.execute(self._script(cur, rows, fence))
-            await _answered(dbapi)
+            try:
+                async with asyncio.timeout(self._commit_budget()):
+                    await _answered(dbapi)
+            except TimeoutError:
+                self._cancel_and_drop(dbapi)
+                raise StoreError(
+                    f"apply on {self._host.address if self._host else '?'}: commit not confirmed within "
+                    f"{self._commit_budget():.1f}s, cancelled (a primary waiting for a synchronous standby "
+                    "that is not connected does this)"
+                ) from None
         except asyncio.CancelledError:
             self.close()
+            raise
+        except StoreError:
             raise
         except Exception as exc:
             await self._abandon_transaction()
             fenced = self._fence.fenced_out(exc, epoch)
             if fenced is not None:
                 raise fenced from exc
-            raise StoreError(describe("apply", self._store.engine, exc)) from exc
+            raise StoreError(describe("apply", engine, exc)) from exc
+        tracker_of(engine).committed()
 
     def close(self) -> None:
         dbapi, self._dbapi = self._dbapi, None
@@ -143,20 +168,36 @@ class PostgresScriptWriter:
 
     # -- internals ---------------------------------------------------------------------------------
 
+    def _commit_budget(self) -> float:
+        timeouts = timeouts_of(self._store.engine)
+        return timeouts.client_read if timeouts is not None and timeouts.client_read else 10.0
+
+    def _cancel_and_drop(self, dbapi: Any) -> None:
+        """Cancel the server's work (ending a wait for a standby releases the fence's lock), then
+        drop the connection. The cancel request opens a connection of its own, which a silent
+        host would hold up, so it is sent from a daemon thread and not waited for."""
+        threading.Thread(target=_cancel_quietly, args=(dbapi,), name="lh-cancel", daemon=True).start()
+        self._dbapi = None
+        tracker_of(self._store.engine).lost("commit not confirmed in time; cancelled")
+
     async def _connection(self) -> Any:
         if self._dbapi is None or self._dbapi.closed:
             self.close()
             engine = self._store.engine
             timeouts = timeouts_of(engine)
+            budget = timeouts.connect if timeouts else 10.0
+            # The pool finds the primary, with libpq's per-host timeouts (see the module docstring).
+            host = await asyncio.to_thread(_locate_primary, engine)
             # libpq leaves connect_timeout to the caller in asynchronous mode.
-            async with asyncio.timeout(timeouts.connect if timeouts else 10.0):
-                dbapi = psycopg2.connect(**driver_connect_kwargs(engine), async_=True)
+            async with asyncio.timeout(budget):
+                dbapi = psycopg2.connect(**single_host_connect_kwargs(engine, host.host, host.port), async_=True)
                 try:
                     await _answered(dbapi)
                 except BaseException:
                     dbapi.close()
                     raise
             self._dbapi = dbapi
+            self._host = host
         return self._dbapi
 
     async def _abandon_transaction(self) -> None:
@@ -191,6 +232,20 @@ class PostgresScriptWriter:
             parts.append(_insert(cur, task_events, rows.events, upsert=False))
         parts.append(b"COMMIT")
         return b";\n".join(parts)
+
+
+def _locate_primary(engine: sa.Engine) -> DatabaseHost:
+    """The server a pooled connection reaches (only a primary passes the pool's connect checks)."""
+    with engine.connect() as conn:
+        info = conn.connection.dbapi_connection.info
+        return DatabaseHost(info.host, int(info.port) if info.port else None, True)
+
+
+def _cancel_quietly(dbapi: Any) -> None:
+    with contextlib.suppress(Exception):
+        dbapi.cancel()
+    with contextlib.suppress(Exception):
+        dbapi.close()
 
 
 async def _answered(dbapi: Any) -> None:

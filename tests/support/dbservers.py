@@ -59,6 +59,15 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lha-pg-")))
     dbname: str = "luigi_ha"
+    #: False: the data directory is made by someone else (e.g. ``pg_basebackup`` for a replica).
+    initdb: bool = True
+    #: ``-c name=value`` settings given on the command line, over the defaults below. Command-line
+    #: settings are not copied by ``pg_basebackup``, so a primary's replication settings stay its own.
+    settings: dict[str, str] = field(default_factory=dict)
+    #: Address the server listens on (a network namespace's address for the packet-loss tests).
+    listen: str = "127.0.0.1"
+    #: A network namespace (``ip netns``) to run the server in, with ``listen`` one of its addresses.
+    netns: str | None = None
 
     def __post_init__(self) -> None:
         self.bindir = postgres_bindir()
@@ -69,34 +78,50 @@ class PostgresServer:
         os.chmod(self.root, 0o755)
         if self.user:
             shutil.chown(self.root, self.user, self.user)
-        _run_as(
-            self.user,
-            [f"{self.bindir}/initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E",
-             "UTF8"],
-        )
+        if self.initdb:
+            _run_as(
+                self.user,
+                [f"{self.bindir}/initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E",
+                 "UTF8"],
+            )
+            if self.listen != "127.0.0.1":
+                # initdb trusts loopback only; a server in a network namespace is reached from
+                # outside it (its clients and its replicas).
+                with open(self.data / "pg_hba.conf", "a") as hba:
+                    hba.write(f"host all all {self.listen}/24 trust\nhost replication all {self.listen}/24 trust\n")
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{self.dbname}"
+        return f"postgresql+psycopg2://postgres@{self.listen}:{self.port}/{self.dbname}"
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg2://postgres@{self.listen}:{self.port}/postgres"
 
     def start(self) -> None:
         """Start the postmaster as a child we can signal directly (no pg_ctl daemonising)."""
-        opts = [
-            "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
-            "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
-            "-c", f"fsync={'on' if self.durable else 'off'}",
-            "-c", f"synchronous_commit={'on' if self.durable else 'off'}",
-            "-c", "full_page_writes=" + ("on" if self.durable else "off"),
-        ]
+        settings = {
+            "listen_addresses": self.listen,
+            "max_connections": "200",
+            "fsync": "on" if self.durable else "off",
+            "synchronous_commit": "on" if self.durable else "off",
+            "full_page_writes": "on" if self.durable else "off",
+            **self.settings,
+        }
+        opts = ["-D", str(self.data), "-p", str(self.port), "-k", str(self.root)]
+        for name, value in settings.items():
+            opts += ["-c", f"{name}={value}"]
         argv = [f"{self.bindir}/postgres", *opts]
         # Drop to the postgres user in the child itself (no runuser in between), so the PID we
         # hold is the postmaster's and our signals reach it directly.
         as_user = {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
+        if self.netns:
+            # Entering a namespace needs root, so the user is dropped after it, by setpriv; both
+            # exec the next program, so the PID is still the postmaster's.
+            drop = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups"] if self.user else []
+            argv = ["ip", "netns", "exec", self.netns, *drop, *argv]
+            as_user = {}
         log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, **as_user)
         log.close()
@@ -111,12 +136,15 @@ class PostgresServer:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited: {(self.root / 'postgres.log').read_text()[-2000:]}")
             try:
-                conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+                conn = psycopg2.connect(host=self.listen, port=self.port, user="postgres", dbname="postgres",
+                                        connect_timeout=2)
                 conn.autocommit = True
                 with conn.cursor() as cur:
-                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,))
-                    if cur.fetchone() is None:
-                        cur.execute(f'CREATE DATABASE "{self.dbname}"')
+                    cur.execute("SELECT pg_is_in_recovery()")
+                    if not cur.fetchone()[0]:  # a replica has the primary's databases already
+                        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,))
+                        if cur.fetchone() is None:
+                            cur.execute(f'CREATE DATABASE "{self.dbname}"')
                 conn.close()
                 return
             except psycopg2.OperationalError as exc:
@@ -147,13 +175,13 @@ class PostgresServer:
         """Create a fresh database on this server and return its SQLAlchemy URL."""
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        conn = psycopg2.connect(host=self.listen, port=self.port, user="postgres", dbname="postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+psycopg2://postgres@{self.listen}:{self.port}/{name}"
 
     def destroy(self) -> None:
         self.stop()
