@@ -17,6 +17,7 @@ runs once for each way a node can reach the primary:
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -138,3 +139,29 @@ def test_a_pipeline_and_acknowledged_writes_survive_three_patroni_failovers(
     assert sampler.max_leaders == 1
     for f in failovers:
         assert f.no_write_s < f.promotion_s + LEASE_TTL + MARGIN_S, f
+
+
+def test_luigi_ha_drill_runs_a_database_switchover_and_reports_it(patroni, make_cluster, tmp_path):
+    patroni.wait_healthy()
+    schedulers = make_cluster(patroni.multihost_url(), size=2, lease_ttl=LEASE_TTL, name="drill")
+    front = start_ha_cluster(tmp_path / "haproxy", schedulers)
+    old = patroni.wait_primary()
+    new = next(m for m in patroni.members if m is not old)
+    patronictl = Path(sys.executable).parent / "patronictl"
+    action = (f"{patronictl} -c {old.config_path} switchover {patroni.scope} --leader {old.name} "
+              f"--candidate {new.name} --force")
+    argv = [sys.executable, "-m", "scheduler.cli", "drill", "--url", front.vip, "--target", "database",
+            "--action", action, "--tasks", "60", "--task-seconds", "0.1", "--json", "--workdir", str(tmp_path)]
+    for url in schedulers.urls:
+        argv += ["--node-url", url]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=probe_env(tmp_path))
+    finally:
+        front.haproxy.stop()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["problems"] == []
+    assert report["tasks_run_twice"] == 0 and report["tasks_lost"] == 0 and report["pipeline_completed"]
+    assert 0 < report["write_recovery_s"] < 30
+    assert patroni.wait_primary() is new
+    patroni.rejoin(old)
