@@ -208,15 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drills", type=int, default=20)
     parser.add_argument("--ttl", type=float, default=2.0, help="lease_ttl of the scheduler nodes")
     parser.add_argument("--silent", type=int, default=5, help="silent-host rounds (0: none)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="only the JSON line, no readable summary")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lha-dbfail-") as tmp:
         result: dict[str, Any] = {"promote": promote_drills(args.drills, args.ttl, Path(tmp))}
     if args.silent:
         result["silent_host"] = silent_host_rounds(args.silent)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
+    if not args.json:
         p = result["promote"]
         print(f"\nplain promote, {p['drills']} drills, lease_ttl {p['lease_ttl']:g}s, statement_timeout 3s "
               "(defaults), synchronous replica:")
@@ -231,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"max {s['open_connection_fail_max']:.3f}s")
             print(f"  multi-host connect past the silent host: p50 {s['connect_skip_p50']:.3f}s  "
                   f"max {s['connect_skip_max']:.3f}s")
+    print(json.dumps(result, separators=(",", ":")))
     lost = result["promote"]["lost"]
     return 1 if lost else 0
 

@@ -199,6 +199,9 @@ def install_postgres_hooks(engine: sa.Engine) -> HostTracker:
             host = check_primary(dbapi_connection)
         except NotPrimary as exc:
             tracker.lost(str(exc))
+            # Do not leave a session open on a replica while the pool gives up on it.
+            with contextlib.suppress(Exception):
+                dbapi_connection.close()
             raise
         tracker.connected(host)
 
