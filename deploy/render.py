@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Every template this project ships, relative to the repository root.
 HAPROXY_CFG = "haproxy/haproxy.cfg.j2"
+HAPROXY_DB_CFG = "haproxy/haproxy-db.cfg.j2"
 KEEPALIVED_CONF = "haproxy/keepalived.conf.j2"
 CHECK_HAPROXY = "haproxy/check_haproxy.sh.j2"
 SYSTEMD_DIR = "systemd"
@@ -72,6 +73,11 @@ def render_template(relative_path: str, /, **variables: Any) -> str:
 def render_haproxy_cfg(**variables: Any) -> str:
     """haproxy.cfg for the scheduler nodes (see the variable list at the top of the template)."""
     return render_template(HAPROXY_CFG, **variables)
+
+
+def render_haproxy_db_cfg(**variables: Any) -> str:
+    """The database listener (Patroni's ``GET /primary`` or a MariaDB primary), a second haproxy file."""
+    return render_template(HAPROXY_DB_CFG, **variables)
 
 
 def render_keepalived_conf(**variables: Any) -> str:

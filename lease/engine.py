@@ -83,7 +83,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
-from lease.primary import install_postgres_hooks
+from lease.primary import install_mysql_hooks, install_postgres_hooks
 
 __all__ = [
     "DbTimeouts",
@@ -284,6 +284,8 @@ def create_engine(url: str | URL, *, statement_timeout: float = 3.0, pool_size: 
         _install_sqlite_hooks(engine, t)
     elif backend == "postgresql":
         install_postgres_hooks(engine)
+    else:
+        install_mysql_hooks(engine)
     _ENGINE_TIMEOUTS[engine] = t
     _ENGINE_CONNECT_ARGS[engine] = connect_args
     return engine

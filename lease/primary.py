@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import pymysql
 import sqlalchemy as sa
 
 __all__ = [
@@ -43,7 +44,9 @@ __all__ = [
     "CommitNotConfirmed",
     "DatabaseHost",
     "HostTracker",
+    "MySQLNotPrimary",
     "NotPrimary",
+    "check_mysql_primary",
     "check_primary",
     "tracker_of",
 ]
@@ -272,3 +275,50 @@ def guarded_transaction(
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+class MySQLNotPrimary(pymysql.err.OperationalError):
+    """A MySQL/MariaDB server with ``read_only = ON``: a replica, or a primary not yet promoted."""
+
+
+def check_mysql_primary(dbapi_connection: Any) -> DatabaseHost:
+    """Ask a fresh PyMySQL connection's server whether it accepts writes.
+
+    ``read_only`` does not stop a user with SUPER (or MariaDB's READ ONLY ADMIN), so the server's
+    setting is read rather than trusted to refuse: a read-only server is "not the primary" for
+    every user. PyMySQL takes one host, so this is what keeps a node off a replica when a proxy
+    or a moved address leads it there.
+
+    :raises MySQLNotPrimary: the server has ``read_only`` on.
+    """
+    cur = dbapi_connection.cursor()
+    try:
+        cur.execute("SELECT @@global.read_only")
+        (read_only,) = cur.fetchone()
+    finally:
+        cur.close()
+    dbapi_connection.rollback()
+    host, port = getattr(dbapi_connection, "host", None), getattr(dbapi_connection, "port", None)
+    if int(read_only):
+        raise MySQLNotPrimary(2013, f"server at {host}:{port} has read_only = ON: not the primary")
+    return DatabaseHost(host, port, True, None)
+
+
+def install_mysql_hooks(engine: sa.Engine) -> HostTracker:
+    """Check every new pooled MySQL/MariaDB connection with :func:`check_mysql_primary`."""
+    tracker = tracker_of(engine)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        try:
+            host = check_mysql_primary(dbapi_connection)
+        except MySQLNotPrimary as exc:
+            tracker.lost(str(exc))
+            raise
+        tracker.connected(host)
+
+    @sa.event.listens_for(engine, "invalidate")
+    def _on_invalidate(_dbapi_connection: Any, _record: Any, exception: BaseException | None) -> None:
+        tracker.lost(None if exception is None else _first_line(exception))
+
+    return tracker

@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action", required=True,
                    help="'switchover', or a shell command; {leader_url} {leader_host} {leader_port} {leader_id} "
                         "are replaced by the current leader's")
+    p.add_argument("--target", choices=["scheduler", "database"], default="scheduler",
+                   help="what the action fails: a scheduler node (a new leader is required), or the database "
+                        "under it (e.g. --action 'patronictl -c /etc/patroni/patroni.yml switchover --force')")
     p.add_argument("--tasks", type=int, default=200, help="probe leaf tasks (default 200)")
     p.add_argument("--workers", type=int, default=4, help="worker processes of the probe run (default 4)")
     p.add_argument("--task-seconds", type=float, default=0.05, help="how long each probe task sleeps")

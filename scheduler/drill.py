@@ -19,8 +19,15 @@ One drill:
    appends one line per retry to ``$LUIGI_HA_RPC_RETRY_LOG``), tasks that ran twice, tasks that
    never ran, and whether the pipeline completed (``luigi-ha run`` exit code 0).
 
+A database drill (``--target database``) fails the database under the scheduler instead: the
+action promotes a replica or switches over (``patronictl -c /etc/patroni/patroni.yml switchover
+--force``, ``ssh db1 systemctl kill -s KILL patroni postgresql``). The figures are the same; the
+headline is the time until ``--url`` answered a write again, and a new scheduler leader is not
+required (the leader may step down and take the lease again on the new primary, or ride through).
+
 Exit status 0 only when nothing was lost, nothing ran twice, the pipeline completed and a new
-leader was seen. ``--repeat N`` runs N drills in a row (``--restore CMD`` after each, e.g. to
+leader was seen (for a database drill: a write was answered after the action).
+``--repeat N`` runs N drills in a row (``--restore CMD`` after each, e.g. to
 restart the killed node) and adds p50/p99 of the figures.
 """
 
@@ -267,6 +274,7 @@ class DrillOptions:
     urls: list[str]
     action: str
     node_urls: list[str] = field(default_factory=list)
+    target: str = "scheduler"  # or "database": the action fails the database, not a node
     tasks: int = 200
     workers: int = 4
     task_seconds: float = 0.05
@@ -502,7 +510,7 @@ def run_drill(options: DrillOptions, label: str = "drill") -> DrillReport:
         # The new leader and the first write after the action may come after a fast pipeline.
         settle_until = time.monotonic() + 60
         while time.monotonic() < settle_until and (
-            watch.takeover(action_started, report.leader_before)[0] is None
+            (options.target != "database" and watch.takeover(action_started, report.leader_before)[0] is None)
             or writes.recovered_after(action_finished) is None
         ):
             progress.show(status_line("waiting for the new leader"))
@@ -540,7 +548,7 @@ def run_drill(options: DrillOptions, label: str = "drill") -> DrillReport:
         report.problems.append(f"{len(twice)} task(s) ran more than once")
     if lost:
         report.problems.append(f"{len(lost)} task(s) never ran")
-    if new_leader is None:
+    if new_leader is None and options.target != "database":
         report.problems.append("no new leader was seen after the action")
     if first_write is None:
         report.problems.append("no write was answered after the action")
@@ -686,7 +694,8 @@ def main(args: Any) -> int:
         print("luigi-ha drill: --repeat, --tasks and --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     options = DrillOptions(
-        urls=args.url, node_urls=args.node_url or [], action=args.action, tasks=args.tasks, workers=args.workers,
+        urls=args.url, node_urls=args.node_url or [], action=args.action, target=args.target, tasks=args.tasks,
+        workers=args.workers,
         task_seconds=args.task_seconds, trigger_fraction=args.trigger_at, timeout=args.timeout,
         rpc_budget=args.rpc_budget, probe_dir=args.probe_dir, workdir=args.workdir, keep=args.keep,
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),

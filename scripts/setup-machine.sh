@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 need=()
 # haproxy/keepalived: the HA front; postgresql/mariadb-server: real databases for the tests;
 # systemd-container/debootstrap/openssh-client: the nspawn "VMs" Ansible deploys to;
-# prometheus: promtool checks the alert rules; python3-venv: .venv on Debian's optimised CPython
+# prometheus: promtool checks the alert rules; etcd-server: the store of the Patroni cluster the
+# database-failover tests run on (tests/support/patroni.py); python3-venv: .venv on Debian's optimised CPython
 # (scripts/setup-venv.sh says why).
 for pkg in haproxy keepalived postgresql mariadb-server systemd iproute2 openssl curl \
-           systemd-container debootstrap openssh-client prometheus python3-venv; do
+           systemd-container debootstrap openssh-client prometheus python3-venv etcd-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

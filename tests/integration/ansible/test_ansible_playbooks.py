@@ -87,7 +87,7 @@ def test_only_builtin_modules_and_shared_templates() -> None:
     for rel in referenced:
         assert (REPO / rel).is_file(), rel
     assert {"haproxy/haproxy.cfg.j2", "haproxy/keepalived.conf.j2", "haproxy/check_haproxy.sh.j2",
-            "systemd/luigi-ha-scheduler.service.j2"} <= referenced, referenced
+            "haproxy/haproxy-db.cfg.j2", "systemd/luigi-ha-scheduler.service.j2"} <= referenced, referenced
 
 
 def test_roles_have_the_standard_layout() -> None:
@@ -111,6 +111,12 @@ RENDER_CASES = {
     "haproxy/keepalived.conf.j2": {"vip": "10.9.0.100", "interface": "eth0", "priority": 150,
                                    "peers": ["10.9.0.12"], "unicast_src_ip": "10.9.0.11", "nopreempt": True},
     "haproxy/check_haproxy.sh.j2": {"stats_bind": "127.0.0.1:8404"},
+    "haproxy/haproxy-db.cfg.j2": {
+        "db_nodes": [{"name": "db1", "address": "10.9.0.31", "port": 5432, "check_port": 8008},
+                     {"name": "db2", "address": "10.9.0.32", "port": 5432, "check_port": 8008}],
+        "db_bind": "127.0.0.1:5433",
+    },
+    "systemd/haproxy.service.d/luigi-ha.conf.j2": {"haproxy_extra_configs": ["/etc/haproxy/haproxy-db.cfg"]},
     "systemd/luigi-ha-scheduler.service.j2": {"scheduler_watchdog_sec": "8s", "scheduler_environment": {"TZ": "UTC"}},
     "systemd/luigi-ha-worker@.service.j2": {"luigi_ha_config": "/etc/luigi-ha/worker.cfg",
                                             "worker_environment_file": "/etc/luigi-ha/worker.env"},
