@@ -118,6 +118,8 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
         prune_interval=config.prune_interval,
         public_url=config.public_url,
         log=log,
+        follow=config.follow,
+        replica_max_lag=config.replica_max_lag,
     )
     return node
 
