@@ -188,3 +188,35 @@ def test_a_caught_up_standby_takes_over_after_sigkill_without_a_reload_and_loses
     figures(tasks=TASKS, takeover_from_follower_s=status["takeover_load_seconds"], cold_load_s=cold,
             acked=len(acknowledged))
     assert status["takeover_load_seconds"] < cold / 3, "a caught-up standby must not reload the state"
+
+
+def rpc_count(url: str, method: str) -> float:
+    text = requests.get(url + "/metrics", timeout=5).text
+    m = re.search(rf'^luigi_ha_rpc_duration_seconds_count{{method="{method}"}} ([^\s]+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_haproxy_sends_reads_to_the_caught_up_standby_writes_to_the_leader_and_reads_to_the_leader_without_one(
+    ha_cluster: Any,
+) -> None:
+    cluster = ha_cluster.cluster
+    leader = cluster.wait_for_leader()
+    standby = next(n for n in cluster.nodes if n is not leader)
+    vip = ha_cluster.vip
+    wait_until(lambda: replica_code(standby.url) == 200, 30, "the standby to follow")
+    assert rpc(vip, "add_task", task_id="Routed", worker="w1").status_code == 200
+    assert rpc_count(standby.url, "add_task") == 0, "a write reached the standby"
+    # HAProxy marks the standby UP in the read backend after its next /replica check.
+    wait_until(lambda: rpc(vip, "task_list", limit=False).status_code == 200 and rpc_count(standby.url, "task_list"),
+               10, "a read through HAProxy served by the standby")
+    before = (rpc_count(leader.url, "task_list"), rpc_count(standby.url, "task_list"))
+    for _ in range(5):
+        listing = rpc(vip, "task_list", limit=False)
+        assert listing.status_code == 200 and "Routed" in listing.json()["response"]
+    assert rpc_count(leader.url, "task_list") == before[0]
+    assert rpc_count(standby.url, "task_list") == before[1] + 5
+    assert requests.get(vip + "/static/visualiser/index.html", timeout=5).status_code == 200
+
+    standby.stop()  # no standby left: the leader takes the reads
+    wait_until(lambda: rpc(vip, "task_list", limit=False).status_code == 200
+               and rpc_count(leader.url, "task_list") > before[0], 10, "the leader to serve the reads")
