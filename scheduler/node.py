@@ -275,12 +275,20 @@ class Node:
     def _replica_read(self, method: str, kwargs: dict[str, Any]) -> Any:
         """A read RPC answered from the follower's copy; anything else is the leader's (503).
 
+        So is a read while the copy is further behind than ``replica_max_lag``: a standby never
+        answers with data older than its bound.
+
         A listing is built here in one go (not piece by piece between requests): the follower
         applies the feed on this loop, and a copy must not change under a half-built listing.
         """
         follower = self._follower
         if follower is None or method not in REPLICA_READS or not self.roles.serves_replica_reads:
             raise NotLeader("this node is not the leader", self.leader_hint())
+        if not self.replica_ready():  # its database is slow or gone: no answer older than the bound
+            raise NotLeader(
+                f"this standby's read copy is more than {self.replica_max_lag:g} s behind; ask the leader",
+                self.leader_hint(),
+            )
         result = getattr(follower.core, method)(**kwargs)
         return list(result) if method == "task_list_chunks" else result
 
