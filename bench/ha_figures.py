@@ -21,7 +21,10 @@ disk), two real ``luigi-ha scheduler`` node processes on loopback ports (``Local
   real luigi task ids with deps, 40 % of them DONE) by driving an in-process core and writing its
   changes with the store; then two nodes start, the leader is killed, and the new leader's
   ``GET /status`` -> ``takeover_load_seconds`` (and the ``luigi_ha_takeover_load_seconds`` gauge
-  of its /metrics) is read; ``--takeover-kills`` times per size (default 3).
+  of its /metrics) is read; ``--takeover-kills`` times per size (default 3). Twice per size:
+  with following standbys (``[ha] follow``, the default: the standby is caught up before each
+  kill, and takes over reading only the commits after its copy) and with cold ones (follow off:
+  every takeover loads everything).
 """
 
 from __future__ import annotations
@@ -180,16 +183,25 @@ def _gauge(url: str, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def takeover_load(pg: PostgresServer, workdir: Path, n: int, kills: int, ttl: float) -> dict[str, Any]:
+def takeover_loads(pg: PostgresServer, workdir: Path, n: int, kills: int, ttl: float) -> list[dict[str, Any]]:
+    """The takeover load of ``n`` tasks by a following standby, then by cold standbys (follow off)."""
     db = pg.create_database(f"takeover_{n}")
     log(f"takeover load: populating {n:,} tasks")
     fill_s = populate(db, n)
+    return [takeover_load(db, workdir, n, kills, ttl, fill_s, follow) for follow in (True, False)]
+
+
+def takeover_load(db: str, workdir: Path, n: int, kills: int, ttl: float, fill_s: float,
+                  follow: bool) -> dict[str, Any]:
     # The whole load must fit in the renew deadline (0.6 x lease_ttl), or the winner gives the
     # lease up again: with lease_ttl 2 s (deadline 1.2 s) 100,000 tasks never get a leader.
-    cluster = LocalCluster(workdir / f"takeover-{n}", db, size=2, lease_ttl=ttl)
+    cluster = LocalCluster(workdir / f"takeover-{n}-{'follow' if follow else 'cold'}", db, size=2, lease_ttl=ttl)
+    for node in cluster.nodes:  # without a follower every takeover is a full (cold) load
+        node.env = {"LUIGI_HA_HA_FOLLOW": "true" if follow else "false"}
     loads: list[float] = []
     gauges: list[float | None] = []
     failovers: list[float] = []
+    kinds: list[str | None] = []
     try:
         first = cluster.start(wait=120)
         initial = requests.get(first.url + "/status", timeout=10).json()
@@ -199,8 +211,14 @@ def takeover_load(pg: PostgresServer, workdir: Path, n: int, kills: int, ttl: fl
         log(f"  first leader {first.node_id} loaded {total:,} tasks in {initial['takeover_load_seconds']} s")
         for _ in range(kills):
             old = cluster.wait_for_leader(timeout=60)
-            # wait until the standby is up (not just started) so it is ready to take over
+            # wait until the standby is up (not just started) and, when it follows, caught up
             while not all(node.responds() for node in cluster.nodes):
+                time.sleep(0.05)
+            standby = next(node for node in cluster.nodes if node is not old)
+            waited = time.monotonic()
+            while follow and requests.get(standby.url + "/replica", timeout=10).status_code != 200:
+                if time.monotonic() - waited > 120:
+                    raise RuntimeError("the standby did not catch up within 120 s")
                 time.sleep(0.05)
             killed = time.monotonic()
             old.kill()
@@ -210,14 +228,16 @@ def takeover_load(pg: PostgresServer, workdir: Path, n: int, kills: int, ttl: fl
             if sum((status.get("tasks") or {}).values()) != n:
                 raise RuntimeError(f"the new leader has {status.get('tasks')} tasks, expected {n}")
             loads.append(float(status["takeover_load_seconds"]))
+            kinds.append(status.get("takeover_kind"))
             gauges.append(_gauge(new.url, "luigi_ha_takeover_load_seconds"))
-            log(f"  {old.node_id} killed -> {new.node_id} loaded {n:,} tasks in {loads[-1]:.3f} s "
+            log(f"  {old.node_id} killed -> {new.node_id} ({kinds[-1]}) took over {n:,} tasks in {loads[-1]:.3f} s "
                 f"(gauge {gauges[-1]})")
             old.start()
     finally:
         cluster.stop()
     return {"tasks": n, "lease_ttl_s": ttl, "fill_s": round(fill_s, 2),
-            "initial_load_s": initial["takeover_load_seconds"], **_stats(loads), "loads_s": loads, "gauge_s": gauges,
+            "initial_load_s": initial["takeover_load_seconds"], "follow": follow, "kinds": kinds,
+            **_stats(loads), "loads_s": loads, "gauge_s": gauges,
             "kill_to_leader_s": [round(x, 3) for x in failovers]}
 
 
@@ -252,7 +272,8 @@ def main() -> int:
         if args.only in (None, "switchover"):
             switch = switchovers(pg, workdir, args.switchovers, args.switchover_ttl)
         if args.only in (None, "takeover"):
-            takeover = [takeover_load(pg, workdir, n, args.takeover_kills, args.takeover_ttl) for n in sizes]
+            takeover = [row for n in sizes
+                        for row in takeover_loads(pg, workdir, n, args.takeover_kills, args.takeover_ttl)]
     finally:
         pg.destroy()
         if not args.workdir:
@@ -281,9 +302,10 @@ def main() -> int:
         print()
         print("takeover load: new leader's /status takeover_load_seconds after kill -9 of the old leader "
               f"(target <= 1 s at 100,000; lease_ttl {takeover[0]['lease_ttl_s']:g} s)")
-        print(table(["tasks", "kills", "load p50 s", "load max s", "loads s (each kill)",
+        print(table(["tasks", "standby", "kills", "load p50 s", "load max s", "loads s (each kill)",
                      "/metrics gauge s", "first start load s", "kill -> new leader s"],
-                    [[fmt(t["tasks"]), t["n"], fmt(t["p50"], 3), fmt(t["max"], 3),
+                    [[fmt(t["tasks"]), "following" if t["follow"] else "cold", t["n"], fmt(t["p50"], 3),
+                      fmt(t["max"], 3),
                       " ".join(f"{x:.3f}" for x in t["loads_s"]),
                       " ".join(fmt(x, 3) for x in t["gauge_s"]), fmt(float(t["initial_load_s"]), 3),
                       " ".join(f"{x:.2f}" for x in t["kill_to_leader_s"])] for t in takeover]))

@@ -69,7 +69,7 @@ RPC_ACCESS: Mapping[str, str] = {
 ROLE_FOR_ACCESS = {"read": "viewer", "worker": "worker", "admin": "operator"}
 _RANK = {"viewer": 0, "worker": 1, "operator": 2}
 
-PUBLIC_PATHS = frozenset({"/leader", "/healthz"})
+PUBLIC_PATHS = frozenset({"/leader", "/replica", "/healthz"})
 OPERATOR_PATHS = frozenset({"/switchover", "/audit"})
 
 USER_KEY = "luigi_ha.user"  # request[USER_KEY]: the authenticated User, for the audit trail

@@ -8,7 +8,9 @@ its own:
                 ``auto_upgrade`` (run Alembic migrations at start).
 ``[server]``    ``host``, ``port``, ``node_id``, ``max_body_bytes``, ``prune_interval``,
                 ``advertise_url``.
-``[ha]``        ``lease_ttl``, ``renew_interval``, ``renew_deadline``.
+``[ha]``        ``lease_ttl``, ``renew_interval``, ``renew_deadline``, ``follow`` (a standby keeps a
+                read copy and answers reads from it; default on), ``replica_max_lag``
+                (seconds; a copy further behind answers ``/replica`` with 503; default 5).
 ``[logging]``   ``level``, ``format`` (``json`` or ``console``).
 ``[auth]``      ``users_file`` (written by ``luigi-ha auth add-user``): set, every route but
                 ``/leader`` and ``/healthz`` needs HTTP Basic credentials (scheduler/auth.py).
@@ -60,6 +62,8 @@ class NodeConfig:
     scheduler: dict[str, str] = field(default_factory=dict)
     resources: dict[str, int] = field(default_factory=dict)
     log_level: str = "INFO"
+    follow: bool = True
+    replica_max_lag: float = 5.0
     log_format: str = "json"
     lease_name: str = "scheduler"
     users_file: str | None = None
@@ -230,6 +234,8 @@ def load_config(
             "[server] history_retention_days", server.get("history_retention_days", "30")
         ),
         "timings": timings,
+        "follow": _as_bool("[ha] follow", ha.get("follow", "true")),
+        "replica_max_lag": _as_number("[ha] replica_max_lag", ha.get("replica_max_lag", "5")),
         "scheduler": dict(sections["scheduler"]),
         "resources": resources,
         "log_level": logging_.get("level", "INFO").upper(),

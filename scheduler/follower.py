@@ -137,6 +137,8 @@ class Follower:
         if self.store.engine.dialect.name != "postgresql":
             time.sleep(timeout)
             return False
+        if self._core is None:  # a wait still running in a worker thread after take_over
+            return False
         try:
             conn = self._listening()
             if conn.notifies:

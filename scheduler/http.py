@@ -9,7 +9,7 @@ against the RPC's signature, hands the call to the node and wraps the answer as
 * this node is not the leader (or just lost the lease) -> 503 with ``Retry-After`` and the
   leader's id: Luigi's client retries any status >= 400, and a 503 means "not applied".
 
-Routes: ``/api/<method>``, ``/leader``, ``/healthz``, ``/status``, ``/switchover`` (POST), ``/audit``,
+Routes: ``/api/<method>``, ``/leader``, ``/replica``, ``/healthz``, ``/status``, ``/switchover`` (POST), ``/audit``,
 ``/metrics``, ``/`` (redirect to the visualiser), ``/static/...`` (Luigi's own visualiser files,
 served from the installed ``luigi`` package).
 """
@@ -208,6 +208,28 @@ async def leader(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if leading else 503)
 
 
+async def replica(request: web.Request) -> web.Response:
+    """200 while this node is a following standby whose read copy is within ``replica_max_lag``.
+
+    HAProxy's health check for the read backend: a leader, a plain standby and a follower that
+    fell behind all answer 503, so reads go to a caught-up standby or else to the leader.
+    """
+    node = request.app[NODE_KEY]
+    ready = node.replica_ready()  # read once: the status code and the body must agree
+    lag = node.replica_lag()
+    body = {
+        "node_id": node.node_id,
+        "ready": ready,
+        "role": node.role.value,
+        "lag_seconds": None if lag is None or lag == float("inf") else round(lag, 3),
+        "max_lag_seconds": node.replica_max_lag,
+        "leader_id": node.leader_hint(),
+    }
+    if request.method == "HEAD":
+        return web.Response(status=200 if ready else 503)
+    return web.json_response(body, status=200 if ready else 503)
+
+
 async def healthz(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     ok = node.db_reachable
@@ -288,6 +310,7 @@ def build_app(node: Node, *, max_body_bytes: int, guards: Sequence[Any] = ()) ->
     app.router.add_route("POST", "/api/{method}", api)
     for verb in ("GET", "HEAD", "OPTIONS"):
         app.router.add_route(verb, "/leader", leader)
+        app.router.add_route(verb, "/replica", replica)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_post("/switchover", switchover)

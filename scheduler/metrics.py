@@ -165,6 +165,11 @@ class NodeMetrics:
         )
         self.load_seconds = Gauge("luigi_ha_takeover_load_seconds", "Time to load the state at the last takeover",
                                   registry=r)
+        self.standby_lag = Gauge(
+            "luigi_ha_standby_lag_seconds",
+            "How far a following standby's read copy may be behind the committed state (+Inf: no copy)",
+            registry=r,
+        )
         r.register(_StateCollector(read_counts))
         self._roles = _RoleCollector()
         r.register(self._roles)

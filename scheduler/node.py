@@ -3,9 +3,16 @@
 The node is where the three pure-ish parts meet: the lease (who may write), the core (what the
 state is) and the store (where it is durable). It owns these rules:
 
-* **Only the leader has state.** A standby holds no task state at all. On winning the lease it
-  loads the whole state from the database (role ``loading``), gives every known worker a fresh
-  ``worker_disconnect_delay`` grace period, and only then serves.
+* **Only the leader writes.** A plain standby holds no task state. A *following* standby (role
+  ``following``, when ``follow`` is on) keeps a read-only copy of the committed state with a
+  :class:`scheduler.follower.Follower`: the feed is read in a worker thread and applied on the
+  event loop, woken by each commit (PostgreSQL ``NOTIFY``) or every ``follow_poll`` seconds; it
+  answers the read RPCs of :data:`scheduler.reads.REPLICA_READS` from that copy and never
+  writes. A follower that fails drops its copy; the node is a plain standby until it has a new
+  one. On winning the lease a following node reads only what was committed after its copy
+  (``Follower.take_over``), a plain standby loads the whole state (role ``loading`` either way);
+  then every known worker gets a fresh ``worker_disconnect_delay`` grace period, and only then
+  the node serves.
 * **Nothing acknowledged before it is durable**: each RPC waits for the commit round of its
   leadership term (:mod:`scheduler.term`) that persists what it changed or saw.
 * **When in doubt, step down.** A failed commit, a fenced-out write, a failed renewal or a renew
@@ -34,7 +41,9 @@ from lease import LeaderLease
 from lease.primary import HostTracker, tracker_of
 from lease.retry import Backoff
 from scheduler.core.errors import InvalidArgument
+from scheduler.follower import Follower
 from scheduler.metrics import NodeMetrics
+from scheduler.reads import REPLICA_READS
 from scheduler.roles import Role, RoleModel
 from scheduler.sdnotify import notify
 from scheduler.store.retention import delete_expired_events
@@ -48,6 +57,8 @@ SWITCHOVER_HOLD_OFF = 3.0  # after a planned switchover, let the other node take
 STARTUP_MARGIN = 1.0  # a (re)starting node lets running standbys have a held lease first
 HISTORY_BATCH = 500  # events per retention delete: a few ms of locks on any backend
 HISTORY_PAUSE = 0.01  # seconds between retention deletes, so commit rounds get the database between them
+FOLLOW_POLL = 0.5  # seconds a follower waits for a commit notice before it reads the feed anyway
+REPLICA_MAX_LAG = 5.0  # seconds: a follower further behind is not a replica to read from (/replica)
 
 # The term ends with these reasons by this node's own choice: it hands the lease back at once.
 _RELEASING = frozenset({"switchover", "shutdown"})
@@ -91,6 +102,9 @@ class Node:
         writer_factory: Callable[[Any, Any], Any] = open_writer,
         mailer_factory: Callable[[], Any] | None = None,
         history_retention: float = 0.0,
+        follow: bool = False,
+        follow_poll: float = FOLLOW_POLL,
+        replica_max_lag: float = REPLICA_MAX_LAG,
     ) -> None:
         self.node_id = node_id
         self.public_url = public_url
@@ -115,11 +129,19 @@ class Node:
         self._leader_record: Any = None
         self._ready_sent = False
         self.takeover_load_seconds: float | None = None
+        self.takeover_kind: str | None = None  # "follower" (catch-up only) or "cold" (full load)
+        self._follow = follow
+        self._follow_poll = follow_poll
+        self.replica_max_lag = replica_max_lag
+        self._follower: Follower | None = None  # set only while its copy is caught up and usable
+        self._following: asyncio.Task[None] | None = None
+        self._follow_backoff = Backoff()
         # Read at scrape time from the role model, so the metrics can never disagree with /leader.
         self.metrics.since_renew.set_function(self._seconds_since_renew)
         self.metrics.is_leader.set_function(lambda: 1.0 if self.is_leader else 0.0)
         self.metrics.lease_epoch.set_function(self._leading_epoch)
         self.metrics.watch_role(lambda: self.roles.current().value)
+        self.metrics.standby_lag.set_function(self._standby_lag)
         # Where the node writes (host, primary, reconnects, last commit) and how long a standby
         # waits between attempts while the database cannot be reached.
         engine = getattr(store, "engine", None)
@@ -191,7 +213,42 @@ class Node:
             "database": self._database.describe() if self._database is not None else None,
             "seconds_since_renew": round(self._seconds_since_renew(), 3) if leading else None,
             "takeover_load_seconds": self.takeover_load_seconds,
+            "takeover_kind": self.takeover_kind,
             "tasks": self.status_counts(),
+            "replica": self.replica_status(),
+        }
+
+    def _standby_lag(self) -> float:
+        """The follower's lag for the metric: +Inf on a standby without a copy, NaN on others."""
+        follower = self._follower
+        if follower is not None:
+            return follower.lag_seconds()
+        return float("inf") if self.roles.current() in (Role.STANDBY, Role.HOLDING_OFF) else float("nan")
+
+    def replica_lag(self) -> float | None:
+        """Seconds the read copy may be behind the committed state; None: no copy to read."""
+        follower = self._follower
+        if follower is None or not self.roles.serves_replica_reads:
+            return None
+        return follower.lag_seconds()
+
+    def replica_ready(self) -> bool:
+        """A read copy caught up within ``replica_max_lag`` (what ``/replica`` answers 200 to)."""
+        lag = self.replica_lag()
+        return lag is not None and lag <= self.replica_max_lag
+
+    def replica_status(self) -> dict[str, Any] | None:
+        if not self._follow:
+            return None
+        follower = self._follower
+        lag = self.replica_lag()
+        return {
+            "following": lag is not None,
+            "lag_seconds": None if lag is None or lag == float("inf") else round(lag, 3),
+            "max_lag_seconds": self.replica_max_lag,
+            "ready": self.replica_ready(),
+            "applied_seq": follower.applied_seq if follower is not None else None,
+            "behind": follower.behind() if follower is not None else None,
         }
 
     async def call(self, method: str, kwargs: dict[str, Any], audit: dict[str, Any] | None = None) -> Any:
@@ -207,7 +264,7 @@ class Node:
         """
         term = self._term
         if term is None or not self.is_leader:
-            raise NotLeader("this node is not the leader", self.leader_hint())
+            return self._replica_read(method, kwargs)
         try:
             result = getattr(term.core, method)(**kwargs)
             if audit is not None:
@@ -221,6 +278,26 @@ class Node:
             raise failure from exc
         await term.durable()
         return result
+
+    def _replica_read(self, method: str, kwargs: dict[str, Any]) -> Any:
+        """A read RPC answered from the follower's copy; anything else is the leader's (503).
+
+        So is a read while the copy is further behind than ``replica_max_lag``: a standby never
+        answers with data older than its bound.
+
+        A listing is built here in one go (not piece by piece between requests): the follower
+        applies the feed on this loop, and a copy must not change under a half-built listing.
+        """
+        follower = self._follower
+        if follower is None or method not in REPLICA_READS or not self.roles.serves_replica_reads:
+            raise NotLeader("this node is not the leader", self.leader_hint())
+        if not self.replica_ready():  # its database is slow or gone: no answer older than the bound
+            raise NotLeader(
+                f"this standby's read copy is more than {self.replica_max_lag:g} s behind; ask the leader",
+                self.leader_hint(),
+            )
+        result = getattr(follower.core, method)(**kwargs)
+        return list(result) if method == "task_list_chunks" else result
 
     async def audit_records(self, limit: int = 100) -> list[dict[str, Any]]:
         """The durable audit trail, newest first (any node can read it)."""
@@ -278,12 +355,72 @@ class Node:
 
     async def _campaign(self) -> LeaderTerm | None:
         """Standby (or holding off) turns until a term is won and loaded; None once stopping."""
+        try:
+            while not self._stopping.is_set():
+                if self._follow and self._following is None:  # (again after a failed takeover)
+                    self._following = asyncio.get_running_loop().create_task(self._follow_loop(), name="follower")
+                decision, term = await self.standby_cycle()
+                if term is not None:
+                    return term
+                await self._turn_done(decision, self._db_wait)
+            return None
+        finally:
+            follower = await self._stop_following()
+            if follower is not None:  # stopping, or a takeover that did not use it
+                follower.close()
+
+    async def _follow_loop(self) -> None:
+        """Keep a read copy while campaigning: load it, then follow the feed; on failure start over."""
         while not self._stopping.is_set():
-            decision, term = await self.standby_cycle()
-            if term is not None:
-                return term
-            await self._turn_done(decision, self._db_wait)
-        return None
+            follower = Follower(self._store, self._new_replica_core(), clock=self._clock)
+            try:
+                await asyncio.to_thread(follower.start)
+                self._follower = follower
+                self._follow_backoff.succeeded()
+                self._follower_ready()
+                self.log.info("following", applied_seq=follower.applied_seq)
+                while not self._stopping.is_set():
+                    began, found = await asyncio.to_thread(follower.read)
+                    follower.apply(began, found)  # on the loop: the only thread touching the copy
+                    self._follower_ready()
+                    await asyncio.to_thread(follower.wait_for_commit, self._follow_poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: drop the copy, retry after a backoff
+                self.log.warning("follower_failed", error=str(exc))
+                self._drop_follower(follower)
+                await self._pause(self._follow_backoff.failed(), self._stopping)
+
+    def _new_replica_core(self) -> Any:
+        core = self._core_factory()
+        core.replica = True
+        return core
+
+    def _follower_ready(self) -> None:
+        if self.roles.recorded is Role.STANDBY:
+            self.roles.to(Role.FOLLOWING)
+
+    def _drop_follower(self, follower: Follower) -> None:
+        if self._follower is follower:
+            self._follower = None
+            if self.roles.recorded is Role.FOLLOWING:
+                self.roles.to(Role.STANDBY)
+        with contextlib.suppress(Exception):
+            follower.close()
+
+    async def _stop_following(self) -> Follower | None:
+        """End the follow loop; return its follower when it held a caught-up copy (else None).
+
+        The loop is cancelled at an ``await``, so the copy is never half-applied; a feed read or
+        a wait still running in its worker thread finishes there and is discarded.
+        """
+        task, self._following = self._following, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        follower, self._follower = self._follower, None
+        return follower
 
     async def _lead(self, term: LeaderTerm) -> str:
         """Leader turns until the term must end; returns why."""
@@ -325,7 +462,7 @@ class Node:
         if self.roles.recorded is Role.HOLDING_OFF:
             if self._clock() < self._hold_off_until:
                 return None, None
-            self.roles.to(Role.STANDBY)
+            self.roles.to(Role.FOLLOWING if self._follower is not None else Role.STANDBY)
         try:
             epoch = await asyncio.to_thread(self._lease.try_acquire)
             self._last_db_ok = self._clock()
@@ -385,9 +522,12 @@ class Node:
         return "stepped down: could not renew the lease before the renew deadline"
 
     async def _take_over(self, epoch: int) -> tuple[str, LeaderTerm | None]:
-        self.roles.to(Role.LOADING)
+        self.roles.to(Role.LOADING)  # from here no read is served from the follower's copy
         started = self._clock()
-        loading = asyncio.ensure_future(asyncio.to_thread(self._load_core))
+        follower = await self._stop_following()
+        kind = "cold" if follower is None else "follower"
+        load = self._load_core if follower is None else (lambda: self._catch_up_core(follower))
+        loading = asyncio.ensure_future(asyncio.to_thread(load))
         # Keep renewing while a large state loads: a load longer than the renew deadline would
         # otherwise lose the lease every time and no node would ever finish taking over.
         while not loading.done():
@@ -403,6 +543,7 @@ class Node:
             self.roles.to(Role.STANDBY)
             return f"lease won at epoch {epoch} but loading the state failed; released it", None
         self.takeover_load_seconds = round(self._clock() - started, 4)
+        self.takeover_kind = kind
         if not self._lease.is_held():
             self.roles.to(Role.STANDBY)
             return f"lease won at epoch {epoch} but lost it while loading the state", None
@@ -432,13 +573,26 @@ class Node:
         notify(f"STATUS=leader (epoch {term.epoch})")
         counts = term.core.status_counts()
         tasks = sum(counts.values())
-        self.log.info("became_leader", epoch=term.epoch, load_seconds=self.takeover_load_seconds, tasks=tasks)
+        self.log.info("became_leader", epoch=term.epoch, load_seconds=self.takeover_load_seconds, tasks=tasks,
+                      loaded=self.takeover_kind)
         self.log.info("ha_decision", decision=f"took over as leader at epoch {term.epoch} with {tasks} tasks")
 
     def _load_core(self) -> Any:
         """Read the whole state and build a core from it (runs in a worker thread)."""
         core = self._core_factory()
         core.restore(self._store.load_all(decode_task=core.task_decoder()))
+        core.grant_grace()
+        return core
+
+    @staticmethod
+    def _catch_up_core(follower: Follower) -> Any:
+        """The follower's copy plus what the old epoch committed after it (runs in a worker thread).
+
+        Nothing else touches the copy now: the follow loop has ended and reads stopped with the
+        role ``loading``.
+        """
+        core = follower.take_over()
+        core.replica = False
         core.grant_grace()
         return core
 

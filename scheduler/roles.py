@@ -12,6 +12,12 @@ The roles:
     incarnation (so a leader restarted after a crash does not race the standby for it).
 ``standby``
     Campaigning: tries to take the lease every poll. Holds no task state.
+``following``
+    Campaigning like ``standby``, and holding a read-only copy of the committed state that a
+    :class:`scheduler.follower.Follower` keeps up to date from the commit feed: it answers the
+    read RPCs from that copy and, on winning the lease, reads only what was committed after it
+    instead of loading everything. A follower that fails (database gone) drops its copy and the
+    node is a plain ``standby`` again until a new copy is loaded.
 ``loading``
     Won the lease (a new epoch) and is reading the state from the database; renews meanwhile,
     serves nothing yet.
@@ -34,6 +40,7 @@ from collections.abc import Callable
 class Role(enum.Enum):
     HOLDING_OFF = "holding_off"
     STANDBY = "standby"
+    FOLLOWING = "following"
     LOADING = "loading"
     LEADER = "leader"
     LEADER_EXPIRED = "leader_expired"
@@ -42,8 +49,11 @@ class Role(enum.Enum):
 
 #: role -> roles it may become next. ``stopped`` is final.
 ALLOWED: dict[Role, frozenset[Role]] = {
-    Role.HOLDING_OFF: frozenset({Role.STANDBY, Role.STOPPED}),
-    Role.STANDBY: frozenset({Role.HOLDING_OFF, Role.LOADING, Role.STOPPED}),
+    # following: the hold-off ended while a follower was already caught up.
+    Role.HOLDING_OFF: frozenset({Role.STANDBY, Role.FOLLOWING, Role.STOPPED}),
+    Role.STANDBY: frozenset({Role.HOLDING_OFF, Role.FOLLOWING, Role.LOADING, Role.STOPPED}),
+    # standby: the follower failed and dropped its copy; loading: won the lease.
+    Role.FOLLOWING: frozenset({Role.STANDBY, Role.HOLDING_OFF, Role.LOADING, Role.STOPPED}),
     # A failed load or a lease lost while loading goes back to campaigning.
     Role.LOADING: frozenset({Role.LEADER, Role.STANDBY, Role.STOPPED}),
     # standby: a failed or fenced commit; holding_off: a planned switchover.
@@ -99,3 +109,8 @@ class RoleModel:
     @property
     def serves_writes(self) -> bool:
         return self.current() is Role.LEADER
+
+    @property
+    def serves_replica_reads(self) -> bool:
+        """Read RPCs are answered from a follower's copy only in ``following``."""
+        return self.current() is Role.FOLLOWING

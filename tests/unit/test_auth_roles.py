@@ -37,7 +37,7 @@ def test_what_a_luigi_worker_sends_needs_a_worker(method: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "role"), [
-    ("/leader", None), ("/healthz", None),
+    ("/leader", None), ("/replica", None), ("/healthz", None),
     ("/status", "viewer"), ("/metrics", "viewer"), ("/history/by_task_id/x", "viewer"), ("/", "viewer"),
     ("/static/visualiser/index.html", "viewer"), ("/api/task_list", "viewer"), ("/api/no_such_rpc", "viewer"),
     ("/switchover", "operator"), ("/audit", "operator"),

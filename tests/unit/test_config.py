@@ -83,3 +83,16 @@ def test_comments_after_values_are_not_part_of_the_value(tmp_path):
                            "[server]\nport = 9000 ; the API port\n")
     config = load_config(path, environ={})
     assert (config.db_url, config.port) == ("postgresql://h/luigi", 9000)
+
+
+def test_a_standby_follows_by_default_within_five_seconds_and_both_can_be_set(tmp_path):
+    config = load_config(None, environ={})
+    assert config.follow is True and config.replica_max_lag == 5.0
+    path = tmp_path / "c.cfg"
+    path.write_text("[ha]\nfollow = false\nreplica_max_lag = 1.5\n")
+    config = load_config(path, environ={})
+    assert config.follow is False and config.replica_max_lag == 1.5
+    assert load_config(path, environ={"LUIGI_HA_HA_FOLLOW": "yes"}).follow is True
+    path.write_text("[ha]\nfollow = sometimes\n")
+    with pytest.raises(ConfigError, match=r"\[ha\] follow"):
+        load_config(path, environ={})

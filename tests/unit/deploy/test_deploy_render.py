@@ -425,3 +425,33 @@ def test_write_rendered_and_write_units(tmp_path: Path) -> None:
     )
     assert [p.name for p in paths] == ["luigi-ha-run@daily.service", "luigi-ha-run@daily.timer"]
     assert "/bin/true run" in paths[0].read_text()
+
+
+def test_haproxy_sends_the_visualiser_and_the_replica_reads_to_a_caught_up_standby() -> None:
+    from scheduler.reads import REPLICA_READS
+
+    cfg = render_haproxy_cfg()
+    frontend = _section(cfg, "frontend luigi_ha")
+    read_acl = next(line for line in frontend if line.startswith("acl luigi_ha_read path "))
+    routed = {path.removeprefix("/api/") for path in read_acl.split()[3:]}
+    # The node's own names of the streamed listing are not on the wire.
+    assert routed == REPLICA_READS - {"task_list_chunks", "status_counts"}
+    assert "acl luigi_ha_visualiser path / /static /static/ path_beg /static/" in frontend
+    assert "use_backend luigi_ha_replicas if luigi_ha_visualiser || luigi_ha_read" in frontend
+    assert frontend[-1] == "default_backend luigi_ha_schedulers", "everything else goes to the leader"
+    replicas = _section(cfg, "backend luigi_ha_replicas")
+    assert "http-check send meth GET uri /replica" in replicas
+    assert [line for line in replicas if line.startswith("server ")] == [
+        "server sched1 10.0.0.11:8082 check inter 500ms fastinter 250ms downinter 250ms fall 2 rise 1",
+        "server sched2 10.0.0.12:8082 check inter 500ms fastinter 250ms downinter 250ms fall 2 rise 1",
+        # the fallback: the leader, as the leader backend's /leader check sees it
+        "server sched1_leader 10.0.0.11:8082 backup track luigi_ha_schedulers/sched1",
+        "server sched2_leader 10.0.0.12:8082 backup track luigi_ha_schedulers/sched2",
+    ]
+
+
+def test_haproxy_replica_routing_can_be_turned_off_and_carries_tls_to_the_standbys() -> None:
+    off = render_haproxy_cfg(replica_routing=False)
+    assert "luigi_ha_replicas" not in off and "/replica" not in off
+    tls = _section(render_haproxy_cfg(backend_ca_file="/etc/ca.pem"), "backend luigi_ha_replicas")
+    assert all(line.endswith("ssl verify required ca-file /etc/ca.pem") for line in tls if line.startswith("server "))
