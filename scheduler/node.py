@@ -513,6 +513,10 @@ class Node:
             ok = False
             self.log.warning("lease_renew_failed", error=str(exc))
         self.metrics.renew_seconds.observe(self._clock() - started)
+        if term.ended.is_set():
+            # A failed commit ended the term while the renewal was in the database (both see the
+            # same dead server): the node already stepped down, and _lead returns the term's reason.
+            return None
         if ok:
             self._last_db_ok = self._last_renew_ok = self._clock()
             await self._refresh_leader_record()

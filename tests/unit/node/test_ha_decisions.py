@@ -7,6 +7,7 @@ Each test is one situation a node meets and the role it must end up in; ``/statu
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -207,5 +208,34 @@ def test_a_leader_whose_loop_is_cancelled_still_hands_the_lease_back() -> None:
         agree(h, Role.STOPPED)
         assert h.lease.row_holder is None and h.lease.releases == 1
         assert h.writers[0].closed
+
+    run(scenario)
+
+
+def test_a_commit_failing_while_a_renewal_is_in_flight_steps_down_once_and_the_node_campaigns_again() -> None:
+    async def scenario(h: Harness) -> None:
+        await h.first_turn()
+        entered, answer = threading.Event(), threading.Event()
+
+        def slow_failing_renew() -> bool:  # the database died under a renewal
+            entered.set()
+            answer.wait(5)
+            return False
+
+        h.lease.renew = slow_failing_renew  # type: ignore[method-assign]
+        h._go.set()  # let the loop start its next renewal; it blocks in the thread
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        h.writers[0].fail_with = ConnectionError("Lost connection to MySQL server during query")
+        with pytest.raises(Exception):  # noqa: B017 - the commit error, whatever the layer wraps it in
+            await h.node.call("add_task", {"task_id": "A", "worker": "w"})
+        agree(h, Role.STANDBY)  # the failed commit ended the term at once
+        h.lease.valid_from = None  # and the lease is no longer held
+        answer.set()  # the renewal answers (failed) into a term that already ended
+        await h.turn(2)
+        assert not h.task.done(), h.task.exception()
+        h.lease.row_holder = None
+        await h.turn(3)
+        agree(h, Role.LEADER)
 
     run(scenario)
