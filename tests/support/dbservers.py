@@ -195,6 +195,9 @@ class MariaDBServer:
     port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lha-maria-")))
     dbname: str = "luigi_ha"
+    #: Extra ``--name=value`` server options (replication: ``--server-id``, ``--log-bin``, ...). The
+    #: binary log is off unless one of them turns it on.
+    options: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.user = "mysql" if os.geteuid() == 0 else None
@@ -218,8 +221,11 @@ class MariaDBServer:
         mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         argv = [mariadbd, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
                 "--bind-address=127.0.0.1", f"--socket={self.sock}", f"--pid-file={self.root}/mysqld.pid",
-                f"--log-error={self.root}/err.log", "--skip-log-bin", "--innodb-flush-log-at-trx-commit=2",
+                f"--log-error={self.root}/err.log", "--innodb-flush-log-at-trx-commit=2",
                 "--max-connections=300"]
+        if not any(opt.startswith("--log-bin") for opt in self.options):
+            argv.append("--skip-log-bin")
+        argv += self.options
         if self.user:
             argv.append(f"--user={self.user}")
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -237,7 +243,9 @@ class MariaDBServer:
             try:
                 conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", autocommit=True)
                 with conn.cursor() as cur:
-                    cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.dbname}`")
+                    cur.execute("SELECT @@global.read_only")
+                    if not int(cur.fetchone()[0]):  # a replica gets the primary's databases by replication
+                        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.dbname}`")
                 conn.close()
                 return
             except pymysql.err.OperationalError as exc:
@@ -262,6 +270,13 @@ class MariaDBServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL mariadbd: a crash, with no chance to tell its replicas or clients."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
     def create_database(self, name: str) -> str:
         import pymysql
