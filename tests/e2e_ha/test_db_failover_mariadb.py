@@ -9,7 +9,10 @@ acknowledged write.
 
 The primary's mariadbd is killed with SIGKILL and the operator promotes the replica with the
 runbook's procedure. Writes must be accepted again without restarting a node, and every
-acknowledged write must be in the state the new leader loaded from the promoted server.
+acknowledged write must be in the state the new leader loaded from the promoted server. Then the
+old primary restarts with its configuration's ``read_only = ON`` before the operator took it out of
+HAProxy (the runbook's first step): HAProxy leads the nodes back to it, and nothing is written
+there (root's SUPER would pass ``read_only``; the nodes' own check refuses the server).
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def mariadb_pair() -> Iterator[tuple[MariaDBServer, MariaDBServer]]:
 
 
 @pytest.fixture
-def db_address(mariadb_pair, tmp_path: Path) -> Iterator[str]:
+def db_address(mariadb_pair, tmp_path: Path) -> Iterator[tuple[str, HAProxyProcess]]:
     primary, replica = mariadb_pair
     port = free_port()
     cfg = tmp_path / "haproxy-db.cfg"
@@ -118,7 +121,7 @@ def db_address(mariadb_pair, tmp_path: Path) -> Iterator[str]:
     ))
     proxy = HAProxyProcess(cfg).start()
     try:
-        yield f"mysql+pymysql://root@127.0.0.1:{port}/{primary.dbname}"
+        yield f"mysql+pymysql://root@127.0.0.1:{port}/{primary.dbname}", proxy
     finally:
         proxy.stop()
 
@@ -127,7 +130,8 @@ def test_primary_killed_and_replica_promoted_by_the_operator_writes_resume_and_n
     mariadb_pair, db_address, make_cluster, figures
 ):
     primary, replica = mariadb_pair
-    cluster = make_cluster(db_address, size=2, lease_ttl=LEASE_TTL, name="mariadb")
+    url, proxy = db_address
+    cluster = make_cluster(url, size=2, lease_ttl=LEASE_TTL, name="mariadb")
     pids = [node.pid for node in cluster.nodes]
     writer = AckingWriter(cluster.urls, prefix="Ma", pause=0.005)
     writer.start()
@@ -159,3 +163,23 @@ def test_primary_killed_and_replica_promoted_by_the_operator_writes_resume_and_n
     # The leader writes to the promoted server (it answers through HAProxy as db2, the backup).
     rows = sql(replica, f"SELECT count(*) AS n FROM `{primary.dbname}`.lh_tasks WHERE task_id LIKE 'Ma\\_%'")
     assert rows[0]["n"] >= len(acked)
+
+    seen = len(proxy.log.read_text())
+    primary.options.append("--read-only=ON")  # what its configuration file says
+    primary.start()
+    binlog_at_start = sql(primary, "SELECT @@global.gtid_binlog_pos AS p")[0]["p"]
+    writer = AckingWriter(cluster.urls, prefix="Ro", pause=0.005)
+    writer.start()
+    try:
+        wait_for(lambda: "db1 is UP" in proxy.log.read_text()[seen:], 10, what="HAProxy routing to the old primary")
+        # Its first server again, HAProxy cuts the sessions on the backup: the leader cannot renew.
+        wait_for(lambda: cluster.leader() is None, 10, what="the leader to step down")
+        leaderless = time.monotonic()
+        time.sleep(LEASE_TTL + 0.5)  # a lease's worth of nodes campaigning through HAProxy
+        assert cluster.leaders() == []
+    finally:
+        writer.stop()
+    assert writer.first_ack_after(leaderless) is None
+    assert sql(primary, "SELECT @@global.gtid_binlog_pos AS p")[0]["p"] == binlog_at_start
+    rows = sql(primary, f"SELECT count(*) AS n FROM `{primary.dbname}`.lh_tasks WHERE task_id LIKE 'Ro\\_%'")
+    assert rows[0]["n"] == 0
