@@ -31,7 +31,7 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,26 +190,12 @@ def check_primary(dbapi_connection: Any) -> DatabaseHost:
 
 
 def install_postgres_hooks(engine: sa.Engine) -> HostTracker:
-    """Check every new pooled connection with :func:`check_primary` and keep the tracker current."""
-    tracker = tracker_of(engine)
+    """Check every new pooled connection with :func:`check_primary` and keep the tracker current.
 
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        try:
-            host = check_primary(dbapi_connection)
-        except NotPrimary as exc:
-            tracker.lost(str(exc))
-            # Do not leave a session open on a replica while the pool gives up on it.
-            with contextlib.suppress(Exception):
-                dbapi_connection.close()
-            raise
-        tracker.connected(host)
-
-    @sa.event.listens_for(engine, "invalidate")
-    def _on_invalidate(_dbapi_connection: Any, _record: Any, exception: BaseException | None) -> None:
-        tracker.lost(None if exception is None else _first_line(exception))
-
-    return tracker
+    A refused connection is closed at once: no session is left open on a replica while the pool
+    gives up on it.
+    """
+    return _install_hooks(engine, check_primary, NotPrimary, close_refused=True)
 
 
 class CommitGuard:
@@ -306,14 +292,28 @@ def check_mysql_primary(dbapi_connection: Any) -> DatabaseHost:
 
 def install_mysql_hooks(engine: sa.Engine) -> HostTracker:
     """Check every new pooled MySQL/MariaDB connection with :func:`check_mysql_primary`."""
+    return _install_hooks(engine, check_mysql_primary, MySQLNotPrimary, close_refused=False)
+
+
+def _install_hooks(
+    engine: sa.Engine,
+    check: Callable[[Any], DatabaseHost],
+    refused: type[Exception],
+    *,
+    close_refused: bool,
+) -> HostTracker:
+    """The pool's connect and invalidate hooks: ``check`` each new connection, track the host."""
     tracker = tracker_of(engine)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         try:
-            host = check_mysql_primary(dbapi_connection)
-        except MySQLNotPrimary as exc:
+            host = check(dbapi_connection)
+        except refused as exc:
             tracker.lost(str(exc))
+            if close_refused:
+                with contextlib.suppress(Exception):
+                    dbapi_connection.close()
             raise
         tracker.connected(host)
 

@@ -105,16 +105,9 @@ class ReplicaAPI(PersistenceAPI):
             self._seq += 1
             task.seq = self._seq
         rdeps = self._rdeps
-        unmet = dis = 0
         for dep_id in task.deps:
             rdeps.setdefault(dep_id, set()).add(task_id)
-            dep = tasks.get(dep_id)
-            if dep is None or dep.status != DONE:
-                unmet += 1
-            if dep is not None and dep.dis:
-                dis += 1
-        task.n_unmet = unmet
-        task.n_dis = dis
+        self._count_deps(task)
         if task.status == DONE:
             self._shift_dependents_unmet(task, -1)
         workers = self._workers

@@ -356,6 +356,19 @@ class CoreState(Bookkeeping):
             self._rank_changed(task)  # a ready task moves to the heap of its new need
             self._changes.tasks.add(task.id)
 
+    def _count_deps(self, task: Task) -> None:
+        """Set the task's counts of dependencies not DONE and of dependencies that are disabled."""
+        tasks = self._tasks
+        unmet = dis = 0
+        for dep_id in task.deps:
+            dep = tasks.get(dep_id)
+            if dep is None or dep.status != DONE:
+                unmet += 1
+            if dep is not None and dep.dis:
+                dis += 1
+        task.n_unmet = unmet
+        task.n_dis = dis
+
     def _replace_deps(self, task: Task, dep_ids: Iterable[str]) -> None:
         new = dict.fromkeys(dep_ids)
         old = task.deps
@@ -369,16 +382,7 @@ class CoreState(Bookkeeping):
             if dep_id not in old:
                 self._rdeps.setdefault(dep_id, set()).add(task_id)
         task.deps = new
-        tasks = self._tasks
-        unmet = dis = 0
-        for dep_id in new:
-            dep = tasks.get(dep_id)
-            if dep is None or dep.status != DONE:
-                unmet += 1
-            if dep is not None and dep.dis:
-                dis += 1
-        task.n_unmet = unmet
-        task.n_dis = dis
+        self._count_deps(task)
         self._refresh(task)
         self._changes.tasks.add(task_id)
 

@@ -36,6 +36,16 @@ def upstream_disabled(tasks: dict[str, Any], task_id: str, memo: dict[str, bool]
     return result
 
 
+def canonical(s: Scheduler) -> dict:
+    """A core's ``export()`` in an order-free form, for comparing two cores' states."""
+    exported = s.export()
+    return {
+        "tasks": sorted(exported.tasks, key=lambda row: row["id"]),
+        "workers": sorted(exported.workers, key=lambda row: row["id"]),
+        "meta": exported.meta,
+    }
+
+
 def recount_problems(s: Scheduler) -> list[str]:
     tasks = s._tasks
     memo: dict[str, bool] = {}

@@ -24,7 +24,7 @@ from scheduler.store import Store
 from scheduler.store.tables import FENCE_FUNCTION, leases
 from scheduler.store.writer import BatchWriter, open_writer
 from tests.integration.store.helpers import changes, task_row
-from tests.support.core_workload import random_workload, recount_problems
+from tests.support.core_workload import canonical, random_workload, recount_problems
 
 TIMINGS = LeaseTimings(ttl=30, renew_interval=5, renew_deadline=20)
 START = 1_700_000_000.0
@@ -49,15 +49,6 @@ def writer(store: Store) -> Iterator[BatchWriter]:
     w = open_writer(store, lease)
     yield w
     w.close()
-
-
-def canonical(s: Scheduler) -> dict:
-    exported = s.export()
-    return {
-        "tasks": sorted(exported.tasks, key=lambda row: row["id"]),
-        "workers": sorted(exported.workers, key=lambda row: row["id"]),
-        "meta": exported.meta,
-    }
 
 
 @pytest.mark.parametrize("seed", range(2))

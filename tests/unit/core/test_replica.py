@@ -14,7 +14,7 @@ import pytest
 from core_harness import FakeClock
 
 from scheduler.core import Changes, FeedBatch, Scheduler
-from tests.support.core_workload import random_workload, recount_problems
+from tests.support.core_workload import canonical, random_workload, recount_problems
 
 
 def feed_of(changes: list[Changes]) -> FeedBatch:
@@ -33,15 +33,6 @@ def feed_of(changes: list[Changes]) -> FeedBatch:
         worker_deletes=[worker_id for worker_id, row in workers.items() if row is None],
         meta=meta,
     )
-
-
-def canonical(s: Scheduler) -> dict:
-    exported = s.export()
-    return {
-        "tasks": sorted(exported.tasks, key=lambda row: row["id"]),
-        "workers": sorted(exported.workers, key=lambda row: row["id"]),
-        "meta": exported.meta,
-    }
 
 
 @pytest.mark.parametrize("seed", range(8))
